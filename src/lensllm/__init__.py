@@ -1,0 +1,45 @@
+"""lensllm: pick the LLM to fine-tune from small-subset fine-tuning curves.
+
+Python API::
+
+    import lensllm
+    curves = lensllm.load_curves("flan.csv")            # or lensllm.load_benchmark("flan")
+    choice = lensllm.select(curves, method="lensllm", budget=25_600, target=1_638_400)
+    choice.chosen, choice.to_frame()
+    table = lensllm.evaluate(curves, methods=["ats", "lensllm"], target=1_638_400)
+    table.to_frame()
+"""
+
+from __future__ import annotations
+
+from lensllm.benchmark import load_benchmark
+from lensllm.curves import Curve, CurveSet, NTKSpectrum, load_curves
+from lensllm.errors import InputError, LensLLMError
+from lensllm.evaluate import Evaluation, evaluate
+from lensllm.selectors import Selection, Selector, make_selector
+
+__version__ = "0.1.0"
+
+
+def select(curves: CurveSet, method: str | Selector = "lensllm", *, budget: int,
+           target: int, **options) -> Selection:
+    """Rank the candidates of ``curves`` by what ``method`` predicts for ``target``,
+    using only the zero-shot loss and the losses at sizes <= ``budget``."""
+    return make_selector(method, **options).select(curves, int(budget), int(target))
+
+
+__all__ = [
+    "Curve",
+    "CurveSet",
+    "Evaluation",
+    "InputError",
+    "LensLLMError",
+    "NTKSpectrum",
+    "Selection",
+    "Selector",
+    "evaluate",
+    "load_benchmark",
+    "load_curves",
+    "make_selector",
+    "select",
+]

@@ -1,0 +1,5 @@
+"""``python -m lensllm`` runs the command line."""
+
+from lensllm.cli import main
+
+main()

@@ -1,0 +1,189 @@
+"""The ``lensllm`` command line.
+
+Every command exits 0 on success; on bad input it prints one line ``error: ...`` to
+stderr and exits 2 (never a traceback).  Heavy modules (scipy, matplotlib, torch) are
+imported inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lensllm.errors import InputError, LensLLMError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="lensllm")
+def app() -> None:
+    """Pick the LLM to fine-tune: fit fine-tuning scaling laws to small-subset losses."""
+
+
+FORMATS = click.Choice(["table", "json", "csv"])
+SELECT_FORMATS = click.Choice(["table", "json"])
+methods_option = click.option(
+    "--methods", "-m", default=None,
+    help="Comma-separated methods, options in brackets: 'ats[k=4],lensllm'.")
+format_option = click.option("--format", "fmt", type=FORMATS, default="table",
+                             show_default=True, help="Output format.")
+plots_option = click.option("--plots", type=click.Path(path_type=Path), default=None,
+                            help="Write metric plots (PNG) to this folder.")
+
+
+def _echo(text: str) -> None:
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def _int_list(text: str | None, what: str) -> list[int] | None:
+    if text is None:
+        return None
+    out = []
+    for part in text.split(","):
+        part = part.strip().replace("_", "")
+        if not part:
+            continue
+        try:
+            value = float(part)
+        except ValueError:
+            raise InputError(f"{what}: {part!r} is not a number") from None
+        if not math.isfinite(value) or value != int(value) or value <= 0:
+            raise InputError(f"{what}: {part!r} must be a positive whole number of examples")
+        out.append(int(value))
+    if not out:
+        raise InputError(f"{what}: give at least one number")
+    return out
+
+
+def _print_evaluation(evaluation, fmt: str, plots: Path | None) -> None:
+    from lensllm.report.bench import evaluation_csv, evaluation_tables, plot_evaluation
+
+    if fmt == "json":
+        _echo(json.dumps(evaluation.to_records(), indent=1))
+    elif fmt == "csv":
+        _echo(evaluation_csv(evaluation))
+    else:
+        _echo(evaluation_tables(evaluation))
+    if plots is not None:
+        written = plot_evaluation(evaluation, plots)
+        sys.stderr.write(f"wrote {len(written)} plot(s) to {plots}\n")
+
+
+@app.command()
+@click.option("--tasks", default="flan,wmt19,gigaword", show_default=True,
+              help="Comma-separated bundled tasks.")
+@methods_option
+@format_option
+@plots_option
+def bench(tasks: str, methods: str | None, fmt: str, plots: Path | None) -> None:
+    """Replay the papers' protocol on the bundled benchmark (30 LLMs x 3 tasks)."""
+    from lensllm.benchmark import BUDGETS, TARGET, load_benchmark
+    from lensllm.evaluate import evaluate
+    from lensllm.selectors import DEFAULT_METHODS, split_methods
+
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    if not names:
+        raise InputError("--tasks: give at least one task")
+    curve_sets = [load_benchmark(t) for t in names]
+    method_list = split_methods(methods) if methods else list(DEFAULT_METHODS)
+    evaluation = evaluate(curve_sets, methods=method_list, budgets=BUDGETS, target=TARGET)
+    _print_evaluation(evaluation, fmt, plots)
+
+
+@app.command("evaluate")
+@click.argument("curves", type=click.Path(path_type=Path))
+@click.option("--target", type=int, required=True,
+              help="Data size whose true loss every model has.")
+@click.option("--budgets", default=None,
+              help="Comma-separated budgets (default: target/8 ... target/512).")
+@methods_option
+@format_option
+@plots_option
+def evaluate_cmd(curves: Path, target: int, budgets: str | None, methods: str | None,
+                 fmt: str, plots: Path | None) -> None:
+    """Run the selection protocol on your own curves."""
+    from lensllm.curves import load_curves
+    from lensllm.evaluate import evaluate
+    from lensllm.selectors import DEFAULT_METHODS, split_methods
+
+    curve_set = load_curves(curves)
+    method_list = split_methods(methods) if methods else list(DEFAULT_METHODS)
+    evaluation = evaluate(curve_set, methods=method_list,
+                          budgets=_int_list(budgets, "--budgets"), target=target)
+    _print_evaluation(evaluation, fmt, plots)
+
+
+@app.command("select")
+@click.argument("curves", type=click.Path(path_type=Path))
+@click.option("--budget", type=int, required=True, help="Use only sizes <= this many examples.")
+@click.option("--target", type=int, required=True, help="Data size to predict the loss at.")
+@click.option("--method", default="lensllm", show_default=True, help="Selection method.")
+@click.option("--format", "fmt", type=SELECT_FORMATS, default="table", show_default=True)
+def select_cmd(curves: Path, budget: int, target: int, method: str, fmt: str) -> None:
+    """Rank the models of a curve file and name the one to fine-tune."""
+    from lensllm import select
+    from lensllm.curves import load_curves
+    from lensllm.report.bench import selection_json, selection_table
+
+    selection = select(load_curves(curves), method, budget=budget, target=target)
+    if fmt == "json":
+        _echo(json.dumps(selection_json(selection), indent=1))
+    else:
+        _echo(selection_table(selection))
+
+
+@app.command()
+@click.argument("curves", type=click.Path(path_type=Path))
+@click.option("--model", required=True, help="The model (row) to fit.")
+@click.option("--law", type=click.Choice(["lensllm", "rectified", "vanilla"]),
+              default="lensllm", show_default=True, help="Law family.")
+@click.option("--budget", type=int, default=None, help="Fit only sizes <= this.")
+@click.option("--target", type=int, default=None,
+              help="Size to extrapolate to (default: the largest measured size beyond the "
+                   "budget, else 8 x the largest fitted size).")
+@click.option("--mode", type=click.Choice(["measured", "fit-t"]), default="measured",
+              show_default=True,
+              help="LensLLM law with NTK data: F at the measured t, or t fitted.")
+@click.option("--plot", type=click.Path(path_type=Path), default=None,
+              help="Write a log-log plot (PNG).")
+@click.option("--format", "fmt", type=SELECT_FORMATS, default="table", show_default=True)
+def fit(curves: Path, model: str, law: str, budget: int | None, target: int | None,
+        mode: str, plot: Path | None, fmt: str) -> None:
+    """Fit one law to one model's curve; print the parameters and the extrapolation."""
+    from lensllm.curves import load_curves
+    from lensllm.report.bench import fit_report
+
+    report = fit_report(load_curves(curves), model, law, budget, target, mode, plot)
+    if fmt == "json":
+        _echo(json.dumps(report["json"], indent=1))
+    else:
+        _echo(report["text"])
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point: run the app, turning every expected failure into one line + exit 2."""
+    try:
+        return app.main(args=argv, prog_name="lensllm", standalone_mode=False)
+    except LensLLMError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(2)
+    except click.UsageError as exc:
+        message = exc.format_message().replace("\n", " ")
+        sys.stderr.write(f"error: {message}\n")
+        sys.exit(2)
+    except click.exceptions.Abort:
+        sys.stderr.write("error: interrupted\n")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,527 @@
+"""Loss curves: the data model, the file formats, and validation at the boundary.
+
+A :class:`Curve` is what lensllm knows about one candidate model on one task: test
+losses after fine-tuning on nested subsets of increasing size, the zero-shot loss
+(size 0), optionally its parameter count and family, and optionally the NTK
+measurements that give the LensLLM law its F(Θ, t) term.  A :class:`CurveSet` is the
+set of candidates compared on one task.
+
+Three file formats load into a CurveSet (see :func:`load_curves`):
+
+* **wide CSV** -- the layout of the public benchmark: ``config name`` (or ``model``),
+  one column per data size (``0`` is zero-shot), optional ``size`` (parameter count)
+  and ``family``.  An empty cell means "not measured".
+* **long CSV** -- one row per measurement: ``model, n, loss`` plus optional
+  ``params``, ``family`` and ``task`` (a file may hold several tasks).
+* **JSON** -- ``{"task": ..., "curves": [{"model", "points": [[n, loss], ...],
+  "zero_shot", "params", "family", "ntk": {...}}]}``; the only format that carries
+  NTK spectra, written by ``lensllm run``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lensllm.errors import InputError
+
+WIDE_MODEL_COLUMNS = ("config name", "model")
+WIDE_META_COLUMNS = ("size", "family")
+LONG_REQUIRED = ("model", "n", "loss")
+LONG_OPTIONAL = ("params", "family", "task")
+
+
+@dataclass(frozen=True)
+class NTKSpectrum:
+    """Empirical-NTK measurements of one pretrained model on a task's probe set.
+
+    With K = U diag(λ) Uᵀ the probe-set kernel and r₀ the initial residual, the
+    linearised residual after ``t`` steps of rate ``η`` has squared norm
+    ``F(t) = Σ_i exp(-2 η λ_i t) a_i`` with ``a_i = (u_i · r₀)²``.
+    """
+
+    eigenvalues: np.ndarray
+    projections: np.ndarray
+    learning_rate: float
+    steps: float | None = None
+    info: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        lam = np.asarray(self.eigenvalues, dtype=float).ravel()
+        a = np.asarray(self.projections, dtype=float).ravel()
+        if lam.size == 0 or lam.shape != a.shape:
+            raise InputError(
+                "ntk: 'eigenvalues' and 'projections' must be non-empty lists of equal length"
+            )
+        if not (np.all(np.isfinite(lam)) and np.all(np.isfinite(a))):
+            raise InputError("ntk: eigenvalues and projections must be finite numbers")
+        if np.any(a < 0):
+            raise InputError("ntk: projections are squared norms and must be >= 0")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise InputError("ntk: 'learning_rate' must be a finite number > 0")
+        if self.steps is not None and not (math.isfinite(self.steps) and self.steps >= 0):
+            raise InputError("ntk: 'steps' must be a finite number >= 0")
+        # Tiny negative eigenvalues are round-off of a PSD kernel.
+        object.__setattr__(self, "eigenvalues", np.clip(lam, 0.0, None))
+        object.__setattr__(self, "projections", a)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "eigenvalues": self.eigenvalues.tolist(),
+            "projections": self.projections.tolist(),
+            "learning_rate": self.learning_rate,
+            "steps": self.steps,
+        }
+        if self.info:
+            out["info"] = self.info
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "ntk") -> NTKSpectrum:
+        if not isinstance(data, dict):
+            raise InputError(f"{where}: expected an object with eigenvalues and projections")
+        unknown = set(data) - {"eigenvalues", "projections", "learning_rate", "steps", "info"}
+        if unknown:
+            raise InputError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        try:
+            values = {
+                "eigenvalues": np.asarray(data["eigenvalues"], dtype=float),
+                "projections": np.asarray(data["projections"], dtype=float),
+                "learning_rate": float(data["learning_rate"]),
+                "steps": None if data.get("steps") is None else float(data["steps"]),
+            }
+        except KeyError as exc:
+            raise InputError(f"{where}: missing key {exc.args[0]!r}") from None
+        except (TypeError, ValueError):
+            raise InputError(f"{where}: values must be numbers") from None
+        info = data.get("info") or {}
+        if not isinstance(info, dict):
+            raise InputError(f"{where}: 'info' must be an object")
+        try:
+            return cls(**values, info=dict(info))
+        except InputError as exc:
+            raise InputError(str(exc).replace("ntk:", f"{where}:", 1)) from None
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Test loss of one candidate model on one task versus fine-tuning data size."""
+
+    model: str
+    sizes: np.ndarray
+    losses: np.ndarray
+    zero_shot: float | None = None
+    params: float | None = None
+    family: str | None = None
+    ntk: NTKSpectrum | None = None
+
+    def __post_init__(self) -> None:
+        sizes = np.asarray(self.sizes, dtype=np.int64).ravel()
+        losses = np.asarray(self.losses, dtype=float).ravel()
+        if sizes.shape != losses.shape:
+            raise InputError(f"model {self.model!r}: sizes and losses differ in length")
+        order = np.argsort(sizes, kind="stable")
+        object.__setattr__(self, "sizes", sizes[order])
+        object.__setattr__(self, "losses", losses[order])
+
+    def __len__(self) -> int:
+        return int(self.sizes.size)
+
+    def within(self, budget: float) -> Curve:
+        """The same curve restricted to the sizes ``<= budget`` (zero-shot kept)."""
+        keep = self.sizes <= budget
+        return replace(self, sizes=self.sizes[keep], losses=self.losses[keep])
+
+    def loss_at(self, n: int) -> float | None:
+        """Measured loss at exactly ``n`` examples (0 = zero-shot), or None."""
+        if n == 0:
+            return self.zero_shot
+        hit = np.flatnonzero(self.sizes == n)
+        return float(self.losses[hit[0]]) if hit.size else None
+
+
+class CurveSet(Sequence[Curve]):
+    """The candidates compared on one task: an ordered, name-indexed set of curves."""
+
+    def __init__(self, curves: Iterable[Curve], task: str = "curves") -> None:
+        self._curves = tuple(curves)
+        self.task = task
+        if not self._curves:
+            raise InputError(f"{task}: no model curves found")
+        self._index: dict[str, int] = {}
+        for i, curve in enumerate(self._curves):
+            if curve.model in self._index:
+                raise InputError(f"{task}: model {curve.model!r} appears twice")
+            self._index[curve.model] = i
+
+    def __len__(self) -> int:
+        return len(self._curves)
+
+    def __iter__(self) -> Iterator[Curve]:
+        return iter(self._curves)
+
+    def __getitem__(self, key):  # type: ignore[override]
+        if isinstance(key, str):
+            try:
+                return self._curves[self._index[key]]
+            except KeyError:
+                raise InputError(
+                    f"{self.task}: no model named {key!r}; known models: "
+                    + ", ".join(self.models)
+                ) from None
+        return self._curves[key]
+
+    def __repr__(self) -> str:
+        return f"CurveSet(task={self.task!r}, models={len(self)})"
+
+    @property
+    def models(self) -> list[str]:
+        return [c.model for c in self._curves]
+
+    def within(self, budget: float) -> CurveSet:
+        return CurveSet((c.within(budget) for c in self._curves), task=self.task)
+
+    def subset(self, models: Iterable[str]) -> CurveSet:
+        return CurveSet((self[m] for m in models), task=self.task)
+
+    def losses_at(self, n: int, purpose: str) -> np.ndarray:
+        """Loss of every model at exactly ``n``; a clear error names a model without it."""
+        out = np.empty(len(self))
+        for i, curve in enumerate(self._curves):
+            value = curve.loss_at(n)
+            if value is None:
+                what = "zero-shot loss (size 0)" if n == 0 else f"measured loss at size {n}"
+                raise InputError(
+                    f"{self.task}: model {curve.model!r} has no {what}; {purpose}"
+                )
+            out[i] = value
+        return out
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """Long-format rows (model, n, loss, params, family); zero-shot is n = 0."""
+        rows = []
+        for c in self._curves:
+            points = [(0, c.zero_shot)] if c.zero_shot is not None else []
+            points += list(zip(c.sizes.tolist(), c.losses.tolist(), strict=True))
+            for n, loss in points:
+                rows.append(
+                    {"model": c.model, "n": int(n), "loss": float(loss),
+                     "params": c.params, "family": c.family}
+                )
+        return rows
+
+    def to_frame(self):
+        """Long-format pandas DataFrame of every measurement."""
+        import pandas as pd
+
+        return pd.DataFrame.from_records(
+            self.to_records(), columns=["model", "n", "loss", "params", "family"]
+        )
+
+    def to_wide_csv(self) -> str:
+        """The wide CSV layout of the public benchmark (``config name``, sizes, size, family)."""
+        sizes = sorted({int(n) for c in self._curves for n in c.sizes})
+        has_zero = any(c.zero_shot is not None for c in self._curves)
+        header = ["config name"] + (["0"] if has_zero else []) + [str(n) for n in sizes]
+        header += ["size", "family"]
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(header)
+        for c in self._curves:
+            row: list[Any] = [c.model]
+            if has_zero:
+                row.append("" if c.zero_shot is None else repr(float(c.zero_shot)))
+            for n in sizes:
+                value = c.loss_at(n)
+                row.append("" if value is None else repr(value))
+            row.append("" if c.params is None else int(c.params))
+            row.append(c.family or "")
+            writer.writerow(row)
+        return buf.getvalue()
+
+    def to_json(self) -> dict[str, Any]:
+        curves = []
+        for c in self._curves:
+            entry: dict[str, Any] = {
+                "model": c.model,
+                "points": [[int(n), float(v)] for n, v in zip(c.sizes, c.losses, strict=True)],
+                "zero_shot": c.zero_shot,
+                "params": c.params,
+                "family": c.family,
+            }
+            if c.ntk is not None:
+                entry["ntk"] = c.ntk.to_dict()
+            curves.append(entry)
+        return {"task": self.task, "curves": curves}
+
+
+# ----------------------------------------------------------------------------- parsing
+
+def _parse_size(text: str, where: str) -> int:
+    """A data-size header or cell: a non-negative integer (``200``, ``200.0``, ``2e2``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(f"{where}: {text!r} is not a data size (a whole number of examples)")\
+            from None
+    if not math.isfinite(value) or value < 0 or value != int(value):
+        raise InputError(f"{where}: {text!r} is not a data size (a whole number of examples)")
+    if value > 1e15:
+        raise InputError(f"{where}: data size {text!r} is implausibly large (> 1e15 examples)")
+    return int(value)
+
+
+def _parse_loss(text: str, model: str, column: str, source: str) -> float:
+    where = f"{source}: model {model!r}, column {column!r}"
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(f"{where}: loss {text!r} is not a number") from None
+    if math.isnan(value):
+        raise InputError(f"{where}: loss is NaN; losses must be finite and > 0")
+    if math.isinf(value):
+        raise InputError(f"{where}: loss is infinite; losses must be finite and > 0")
+    if value <= 0:
+        raise InputError(f"{where}: loss {text.strip()} is <= 0; losses must be finite and > 0")
+    if value > 1e6:
+        raise InputError(f"{where}: loss {text.strip()} is implausibly large (> 1e6)")
+    return value
+
+
+def _parse_params(text: str, model: str, source: str, column: str) -> float | None:
+    if text.strip() == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(
+            f"{source}: model {model!r}, column {column!r}: {text!r} is not a parameter count"
+        ) from None
+    if not math.isfinite(value) or value <= 0:
+        raise InputError(
+            f"{source}: model {model!r}, column {column!r}: parameter count must be > 0"
+        )
+    return value
+
+
+def _build_curve(model: str, points: dict[int, float], params: float | None,
+                 family: str | None, ntk: NTKSpectrum | None = None) -> Curve:
+    zero = points.pop(0, None)
+    sizes = np.fromiter(points.keys(), dtype=np.int64, count=len(points))
+    losses = np.fromiter(points.values(), dtype=float, count=len(points))
+    return Curve(model=model, sizes=sizes, losses=losses, zero_shot=zero, params=params,
+                 family=family or None, ntk=ntk)
+
+
+def _read_rows(text: str, source: str) -> list[list[str]]:
+    try:
+        rows = [row for row in csv.reader(io.StringIO(text)) if any(c.strip() for c in row)]
+    except csv.Error as exc:
+        raise InputError(f"{source}: not a readable CSV file ({exc})") from None
+    if not rows:
+        raise InputError(f"{source}: the file is empty")
+    return rows
+
+
+def _parse_wide(rows: list[list[str]], source: str, task: str) -> CurveSet:
+    header = [h.strip() for h in rows[0]]
+    lowered = [h.lower() for h in header]
+    if lowered[0] not in WIDE_MODEL_COLUMNS:
+        raise InputError(
+            f"{source}: the first column must be 'config name' or 'model' (found {header[0]!r})"
+        )
+    size_columns: dict[int, int] = {}
+    meta: dict[str, int] = {}
+    for j, name in enumerate(header[1:], start=1):
+        if lowered[j] in WIDE_META_COLUMNS:
+            if lowered[j] in meta:
+                raise InputError(f"{source}: column {name!r} appears twice")
+            meta[lowered[j]] = j
+            continue
+        if name == "":
+            raise InputError(f"{source}: column {j + 1} has an empty header")
+        size = _parse_size(name, f"{source}: column {name!r}")
+        if size in size_columns:
+            raise InputError(f"{source}: data size {size} appears in two columns")
+        size_columns[size] = j
+    if not size_columns:
+        raise InputError(f"{source}: no data-size columns (expected headers like 0, 200, 400)")
+    if len(rows) < 2:
+        raise InputError(f"{source}: the file has a header but no model rows")
+
+    curves = []
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise InputError(
+                f"{source}: line {line} has {len(row)} fields, the header has {len(header)}"
+            )
+        model = row[0].strip()
+        if not model:
+            raise InputError(f"{source}: line {line} has an empty model name")
+        points = {}
+        for size, j in size_columns.items():
+            cell = row[j].strip()
+            if cell == "":
+                continue  # not measured
+            points[size] = _parse_loss(cell, model, header[j], source)
+        params = _parse_params(row[meta["size"]], model, source, "size") if "size" in meta \
+            else None
+        family = row[meta["family"]].strip() if "family" in meta else None
+        curves.append(_build_curve(model, points, params, family))
+    return CurveSet(curves, task=task)
+
+
+def _parse_long(rows: list[list[str]], source: str, task: str | None) -> CurveSet:
+    header = [h.strip().lower() for h in rows[0]]
+    unknown = [h for h in header if h not in LONG_REQUIRED + LONG_OPTIONAL]
+    if unknown:
+        raise InputError(
+            f"{source}: unknown column {unknown[0]!r}; a long-format file has columns "
+            f"{', '.join(LONG_REQUIRED)} and optionally {', '.join(LONG_OPTIONAL)}"
+        )
+    if len(set(header)) != len(header):
+        raise InputError(f"{source}: a column name appears twice in the header")
+    col = {h: j for j, h in enumerate(header)}
+    if len(rows) < 2:
+        raise InputError(f"{source}: the file has a header but no measurement rows")
+
+    if "task" in col:
+        tasks = list(dict.fromkeys(r[col["task"]].strip() for r in rows[1:] if len(r) > 0))
+        if task is None:
+            if len(tasks) > 1:
+                raise InputError(
+                    f"{source}: the file holds several tasks ({', '.join(tasks)}); "
+                    "choose one with task="
+                )
+            task = tasks[0]
+        elif task not in tasks:
+            raise InputError(
+                f"{source}: no task {task!r} in the file; it holds {', '.join(tasks)}"
+            )
+    task = task or Path(source).stem
+
+    points: dict[str, dict[int, float]] = {}
+    params: dict[str, float | None] = {}
+    family: dict[str, str | None] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise InputError(
+                f"{source}: line {line} has {len(row)} fields, the header has {len(header)}"
+            )
+        if "task" in col and row[col["task"]].strip() != task:
+            continue
+        model = row[col["model"]].strip()
+        if not model:
+            raise InputError(f"{source}: line {line} has an empty model name")
+        n = _parse_size(row[col["n"]].strip(), f"{source}: line {line}, column 'n'")
+        loss = _parse_loss(row[col["loss"]].strip(), model, "loss", f"{source}: line {line}")
+        curve_points = points.setdefault(model, {})
+        if n in curve_points:
+            raise InputError(f"{source}: model {model!r} has two losses for size {n}")
+        curve_points[n] = loss
+        if "params" in col:
+            p = _parse_params(row[col["params"]], model, source, "params")
+            if params.setdefault(model, p) != p:
+                raise InputError(f"{source}: model {model!r} has two different 'params' values")
+        if "family" in col:
+            f = row[col["family"]].strip() or None
+            if family.setdefault(model, f) != f:
+                raise InputError(f"{source}: model {model!r} has two different 'family' values")
+    curves = [
+        _build_curve(m, pts, params.get(m), family.get(m)) for m, pts in points.items()
+    ]
+    return CurveSet(curves, task=task)
+
+
+def _parse_json(text: str, source: str, task: str | None) -> CurveSet:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{source}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("curves"), list):
+        raise InputError(f"{source}: expected a JSON object with a 'curves' list")
+    name = task or str(data.get("task") or Path(source).stem)
+    curves = []
+    for i, entry in enumerate(data["curves"]):
+        where = f"{source}: curves[{i}]"
+        if not isinstance(entry, dict):
+            raise InputError(f"{where}: expected an object")
+        unknown = set(entry) - {"model", "points", "zero_shot", "params", "family", "ntk"}
+        if unknown:
+            raise InputError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        model = entry.get("model")
+        if not isinstance(model, str) or not model.strip():
+            raise InputError(f"{where}: 'model' must be a non-empty string")
+        pts: dict[int, float] = {}
+        raw_points = entry.get("points", [])
+        if not isinstance(raw_points, list):
+            raise InputError(f"{where}: 'points' must be a list of [n, loss] pairs")
+        for point in raw_points:
+            if not (isinstance(point, list | tuple) and len(point) == 2):
+                raise InputError(f"{where}: 'points' must be a list of [n, loss] pairs")
+            n = _parse_size(str(point[0]), f"{where}, point {point!r}")
+            if n in pts:
+                raise InputError(f"{source}: model {model!r} has two losses for size {n}")
+            pts[n] = _parse_loss(str(point[1]), model, str(n), source)
+        if entry.get("zero_shot") is not None:
+            if 0 in pts:
+                raise InputError(f"{source}: model {model!r} has two zero-shot losses")
+            pts[0] = _parse_loss(str(entry["zero_shot"]), model, "zero_shot", source)
+        params = None if entry.get("params") is None else _parse_params(
+            str(entry["params"]), model, source, "params")
+        family = entry.get("family")
+        if family is not None and not isinstance(family, str):
+            raise InputError(f"{where}: 'family' must be a string")
+        ntk = None
+        if entry.get("ntk") is not None:
+            ntk = NTKSpectrum.from_dict(entry["ntk"], where=f"{where}.ntk")
+        curves.append(_build_curve(model.strip(), pts, params, family, ntk))
+    return CurveSet(curves, task=name)
+
+
+def parse_curves(text: str, source: str = "curves", fmt: str = "auto",
+                 task: str | None = None) -> CurveSet:
+    """Parse curve data held in a string; ``fmt`` is ``auto``, ``wide``, ``long`` or ``json``."""
+    if fmt not in ("auto", "wide", "long", "json"):
+        raise InputError(f"unknown curve format {fmt!r}; use auto, wide, long or json")
+    text = text.lstrip("\ufeff")
+    if not text.strip():
+        raise InputError(f"{source}: the file is empty")
+    if fmt == "json" or (fmt == "auto" and text.lstrip()[:1] in "{["):
+        return _parse_json(text, source, task)
+    rows = _read_rows(text, source)
+    header = {h.strip().lower() for h in rows[0]}
+    if fmt == "long" or (fmt == "auto" and {"n", "loss"} <= header):
+        return _parse_long(rows, source, task)
+    return _parse_wide(rows, source, task or Path(source).stem)
+
+
+def load_curves(path: str | Path, fmt: str = "auto", task: str | None = None) -> CurveSet:
+    """Load a curve file (wide CSV, long CSV or JSON; detected from its content)."""
+    path = Path(path)
+    source = path.name
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, expected a curve file") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the file ({exc.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{source}: not UTF-8 text (invalid byte at offset {exc.start}); save it as UTF-8"
+        ) from None
+    if "\x00" in text:
+        raise InputError(f"{source}: binary data, expected a CSV or JSON curve file")
+    return parse_curves(text, source=source, fmt=fmt, task=task or None)

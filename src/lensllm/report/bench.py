@@ -1,0 +1,164 @@
+"""Text, CSV and JSON renderings of evaluations, rankings and single fits."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+from lensllm.curves import CurveSet
+from lensllm.errors import InputError
+from lensllm.evaluate import Cell, Evaluation
+from lensllm.report.tables import fmt, text_table
+from lensllm.selectors import Selection
+
+METRICS = (("pearcorr", "PearCorr"), ("relacc", "RelAcc"))
+
+
+def _ratios(evaluation: Evaluation, task: str) -> list[tuple[int, str]]:
+    seen = {(c.budget, c.ratio) for c in evaluation.cells if c.task == task}
+    return sorted(seen, key=lambda br: -br[0])
+
+
+def evaluation_tables(evaluation: Evaluation) -> str:
+    """The papers' layout: per metric and task, rows = budget ratio, columns = method;
+    then every method's mean over all its cells."""
+    methods = evaluation.methods
+    blocks = []
+    for key, label in METRICS:
+        for task in evaluation.tasks:
+            rows = []
+            for budget, ratio in _ratios(evaluation, task):
+                row: list[Any] = [ratio]
+                for method in methods:
+                    row.append(evaluation.get(task, method, budget).__getattribute__(key))
+                rows.append(row)
+            blocks.append(text_table(["ratio", *methods], rows,
+                                     title=f"{label} x100 -- {task}"))
+    n_cells = {m: sum(c.method == m for c in evaluation.cells) for m in methods}
+    summary = [[m, evaluation.mean(m, "pearcorr"), evaluation.mean(m, "relacc"),
+                _mean_or_none(evaluation, m, "mape"), n_cells[m]] for m in methods]
+    blocks.append(text_table(["method", "PearCorr", "RelAcc", "MAPE %", "cells"], summary,
+                             title="mean over cells"))
+    return "\n\n".join(blocks)
+
+
+def _mean_or_none(evaluation: Evaluation, method: str, metric: str) -> float | None:
+    value = evaluation.mean(method, metric)
+    return None if math.isnan(value) else value
+
+
+def evaluation_csv(evaluation: Evaluation) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(Cell.__annotations__), lineterminator="\n")
+    writer.writeheader()
+    for record in evaluation.to_records():
+        writer.writerow({k: "" if v is None else v for k, v in record.items()})
+    return buf.getvalue()
+
+
+def plot_evaluation(evaluation: Evaluation, folder: Path) -> list[Path]:
+    from lensllm.report.plots import plot_metric_by_ratio
+
+    written = []
+    for key, label in METRICS:
+        for task in evaluation.tasks:
+            ratios = _ratios(evaluation, task)
+            series = {m: [getattr(evaluation.get(task, m, b), key) for b, _ in ratios]
+                      for m in evaluation.methods}
+            written.append(plot_metric_by_ratio(Path(folder) / f"{task}-{key}.png", task,
+                                                label, [r for _, r in ratios], series))
+    return written
+
+
+def selection_json(selection: Selection) -> dict[str, Any]:
+    return {
+        "method": selection.method, "task": selection.task, "budget": selection.budget,
+        "target": selection.target, "chosen": selection.chosen,
+        "ranking": selection.to_records(),
+    }
+
+
+def selection_table(selection: Selection) -> str:
+    records = selection.to_records()
+    columns = ["rank", "model", "score"]
+    label = "score"
+    if selection.predicted is not None:
+        columns = ["rank", "model", "predicted"]
+        label = f"predicted loss at {selection.target:,}"
+    for extra in ("lower", "upper", "p_best"):
+        if records and extra in records[0]:
+            columns.append(extra)
+    rows = [[r[c] for c in columns] for r in records]
+    headers = [label if c in ("predicted", "score") else c for c in columns]
+    title = (f"{selection.task}: {selection.method}, budget {selection.budget:,}, "
+             f"target {selection.target:,}")
+    return (text_table(headers, rows, digits=4, title=title)
+            + f"\n\nchosen: {selection.chosen}")
+
+
+def fit_report(curves: CurveSet, model: str, law_name: str, budget: int | None,
+               target: int | None, mode: str, plot: Path | None) -> dict[str, Any]:
+    """Fit one law to one curve; text + JSON summaries, optional plot."""
+    from lensllm.laws import LensLLMLaw, PowerLaw, RectifiedLaw
+    from lensllm.laws.fit import fit_law
+    from lensllm.selectors.lawfit import fit_points
+
+    curve = curves[model]
+    seen = curve.within(budget) if budget is not None else curve
+    if len(seen) < 3:
+        raise InputError(
+            f"{curves.task}: model {model!r} has {len(seen)} measured size(s)"
+            + (f" <= budget {budget}" if budget is not None else "")
+            + "; fitting a law needs at least 3"
+        )
+    note = None
+    if law_name == "vanilla":
+        law = PowerLaw()
+    elif law_name == "rectified" or curve.ntk is None:
+        law = RectifiedLaw()
+        if law_name == "lensllm":
+            note = ("no NTK data for this model: F is a free parameter, so the LensLLM law "
+                    "is the rectified law (F = D_l)")
+    else:
+        law = LensLLMLaw(ntk=curve.ntk, mode=mode)
+    largest = int(seen.sizes.max())
+    if target is None:
+        beyond = curve.sizes[curve.sizes > largest]
+        target = int(beyond.max()) if beyond.size else 8 * largest
+    sizes, losses = fit_points(seen, law)
+    result = fit_law(law, sizes, losses, robust="huber" if law_name == "vanilla" else "linear",
+                     f_scale=0.001 if law_name == "vanilla" else 0.01, check_at=float(target))
+    predicted = float(result.predict(target))
+    true = curve.loss_at(target)
+    params = {k: float(v) for k, v in result.params.items()}
+    payload = {
+        "model": model, "law": law.name, "budget": budget, "target": target,
+        "params": params, "predicted": predicted, "true": true,
+        "rmse_log": result.rmse_log, "condition": result.condition,
+        "starts_agree": result.starts_agree, "success": result.success,
+        "points": int(sizes.size),
+    }
+    lines = [f"{curves.task}: {model} -- {law.name} law on {sizes.size} points"
+             + (f" (sizes <= {budget:,})" if budget is not None else "")]
+    if note:
+        lines.append(f"note: {note}")
+    lines += [f"  {k:>4} = {fmt(v, 6) if abs(v) < 1e6 else f'{v:.4g}'}" for k, v in params.items()]
+    lines.append(f"  fit RMSE (log loss) = {result.rmse_log:.5f}; Jacobian condition = "
+                 f"{result.condition:.3g}; starts agree: {'yes' if result.starts_agree else 'NO'}")
+    lines.append(f"  predicted loss at {target:,}: {predicted:.4f}"
+                 + (f" (measured {true:.4f}, error {100 * (predicted - true) / true:+.1f} %)"
+                    if true is not None else ""))
+    if plot is not None:
+        from lensllm.report.plots import plot_curve_fit
+
+        plot_curve_fit(plot, curve, result, budget, target, true_at_target=true,
+                       title=f"{model} ({law.name})")
+        lines.append(f"  plot: {plot}")
+    return {"text": "\n".join(lines), "json": payload, "fit": result}
+
+
+__all__ = ["evaluation_csv", "evaluation_tables", "fit_report", "plot_evaluation",
+           "selection_json", "selection_table"]
