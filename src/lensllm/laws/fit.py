@@ -46,10 +46,14 @@ class Prior:
     """Independent Gaussian priors on internal parameters: θ_j ~ N(mean_j, sd_j²).
 
     Keys are ``"log_b"``, ``"log_e"`` or a shape name of the law (``"beta"``, ...).
+    ``noise`` is the standard deviation of the log-loss measurement noise assumed for
+    the data residuals; prior residuals are scaled by it so that the objective is a
+    proper MAP, Σ r²/noise² + Σ ((θ - mean)/sd)², whatever the noise level.
     """
 
     mean: dict[str, float] = field(default_factory=dict)
     sd: dict[str, float] = field(default_factory=dict)
+    noise: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -237,7 +241,7 @@ def _grid_starts(problem: _Problem, n_starts: int) -> tuple[np.ndarray, np.ndarr
 
 
 class _PriorTerms:
-    """Per-row Gaussian prior residuals (θ_j - μ_j)/σ_j; zero rows where none."""
+    """Per-row Gaussian prior residuals noise·(θ_j - μ_j)/σ_j; zero rows where none."""
 
     def __init__(self, law: Law, priors: Sequence[Prior | None], p: int) -> None:
         names = theta_names(law)
@@ -254,7 +258,7 @@ class _PriorTerms:
             for key, mu in prior.mean.items():
                 j = names.index(key)
                 self.mean[i, j] = mu
-                self.inv_sd[i, j] = 1.0 / prior.sd[key]
+                self.inv_sd[i, j] = prior.noise / prior.sd[key]
         self.active = bool(np.any(self.inv_sd > 0))
 
 
