@@ -66,7 +66,11 @@ def test_ranking_objects():
     sub = lensllm.select(curves, "subtuning", budget=800, target=25600)
     assert sub.method == "subset-loss" and sub.details["size"] == 800
     frame = lensllm.select(curves, "ats", budget=3200, target=25600).to_frame()
-    assert list(frame.columns) == ["rank", "model", "score", "predicted"]
+    assert list(frame.columns) == ["rank", "model", "score", "predicted", "lower", "upper",
+                                   "p_best"]
+    assert frame["p_best"].sum() == pytest.approx(1.0)
+    assert (frame["lower"] <= frame["predicted"]).all()
+    assert (frame["predicted"] <= frame["upper"]).all()
     assert list(frame["rank"]) == [1, 2, 3]
 
 

@@ -22,10 +22,16 @@ __version__ = "0.1.0"
 
 
 def select(curves: CurveSet, method: str | Selector = "lensllm", *, budget: int,
-           target: int, **options) -> Selection:
+           target: int, uncertainty: bool = True, level: float = 0.9,
+           **options) -> Selection:
     """Rank the candidates of ``curves`` by what ``method`` predicts for ``target``,
-    using only the zero-shot loss and the losses at sizes <= ``budget``."""
-    return make_selector(method, **options).select(curves, int(budget), int(target))
+    using only the zero-shot loss and the losses at sizes <= ``budget``.
+
+    For predicting methods the selection also carries a ``level`` interval on each
+    predicted loss (``lower``, ``upper``) and P(best) (``p_best``), from back-testing.
+    """
+    return make_selector(method, **options).select(
+        curves, int(budget), int(target), uncertainty=uncertainty, level=level)
 
 
 __all__ = [

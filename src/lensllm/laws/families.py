@@ -31,7 +31,7 @@ from lensllm.curves import NTKSpectrum
 from lensllm.errors import InputError
 
 BETA_BOUNDS = (0.01, 3.0)
-LOG_D0_BOUNDS = (math.log(1e-3), math.log(1e10))
+LOG_D0_BOUNDS = (math.log(1e-20), math.log(1e10))
 
 
 def ntk_term(eigenvalues: np.ndarray, projections: np.ndarray, learning_rate: float,
@@ -143,7 +143,7 @@ class RectifiedLaw(Law):
 
     def shape_grid(self, sizes):
         betas = np.geomspace(0.03, 2.5, 28)
-        log_d0 = np.linspace(math.log(0.1), math.log(1e9), 26)
+        log_d0 = np.linspace(math.log(1e-12), math.log(1e9), 30)
         return np.stack(np.meshgrid(betas, log_d0, indexing="ij"), axis=-1).reshape(-1, 2)
 
     def natural_params(self, log_b, log_e, phi):

@@ -8,6 +8,7 @@ predict the loss at the target size, and some give an interval and P(best).
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -95,14 +96,19 @@ class Selector(ABC):
         """The name, plus the options it was built with (``ats[k=4]``)."""
         return getattr(self, "_label", None) or self.name
 
-    def select(self, curves: CurveSet, budget: int, target: int) -> Selection:
+    def select(self, curves: CurveSet, budget: int, target: int, *,
+               uncertainty: bool = False, level: float = 0.9) -> Selection:
         """Score the curves seen under ``budget`` and rank them for ``target``."""
-        return self.select_many([(curves, budget, target)])[0]
+        return self.select_many([(curves, budget, target)], uncertainty=uncertainty,
+                                level=level)[0]
 
-    def select_many(self, requests: list[tuple[CurveSet, int, int]]) -> list[Selection]:
+    def select_many(self, requests: list[tuple[CurveSet, int, int]], *,
+                    uncertainty: bool = False, level: float = 0.9) -> list[Selection]:
         """:meth:`select` for many (curves, budget, target) at once.
 
         Selectors whose work vectorises (law fits) override :meth:`_select_many`.
+        With ``uncertainty``, predicting selectors also get ``level`` intervals and
+        P(best) from back-testing (see :mod:`lensllm.uncertainty`).
         """
         visible = []
         for curves, budget, target in requests:
@@ -115,7 +121,35 @@ class Selector(ABC):
         for selection in selections:
             selection.higher_is_better = self.higher_is_better
             selection.method = self.label
+        if uncertainty:
+            self._add_uncertainty(visible, selections, level)
         return selections
+
+    #: exponent of the back-tested error growth with the horizon (lensllm.uncertainty)
+    interval_gamma: ClassVar[float] = 1.5
+
+    def _add_uncertainty(self, requests: list[tuple[CurveSet, int, int]],
+                         selections: list[Selection], level: float) -> None:
+        from lensllm.uncertainty import error_models, interval, probability_best
+
+        if not (0 < level < 1):
+            raise InputError(f"interval level must be between 0 and 1, got {level}")
+        if any(s.predicted is None for s in selections):
+            return  # scores that are not predictions have no interval
+
+        def predictor(pseudo):
+            return [s.predicted for s in self._select_many(pseudo)]
+
+        models = error_models(predictor, requests, max(self.min_points, 2),
+                              self.interval_gamma)
+        for selection, model, (_, budget, target) in zip(selections, models, requests,
+                                                         strict=True):
+            horizon = math.log2(target / budget)
+            selection.lower, selection.upper = interval(selection.predicted,
+                                                        model.rmse_at(horizon), level)
+            selection.p_best = probability_best(selection.predicted, model.sd_rel_at(horizon))
+            selection.details["error_model"] = model
+            selection.details["level"] = level
 
     def _select_many(self, requests: list[tuple[CurveSet, int, int]]) -> list[Selection]:
         return [self._select(*request) for request in requests]

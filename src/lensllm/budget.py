@@ -1,0 +1,230 @@
+"""Compute accounting and adaptive candidate elimination (successive halving over data).
+
+* :class:`FlopsLedger` -- every fine-tuning run actually done is charged
+  ``6 x params x tokens`` (tokens = examples x tokens per example; epochs cancel when
+  the reference, fine-tuning every candidate at the target size, is counted the same
+  way).  The ledger's fraction is its total over that reference.
+* :class:`SuccessiveHalving` -- all candidates are fine-tuned on the smallest sizes;
+  after every rung a selector (default ``lensllm``) predicts each candidate's loss at
+  the target with an interval and P(best); candidates that are unlikely to be the best
+  are dropped, and the survivors get the next (doubled) data size.  The search stops
+  when the leader's P(best) passes a threshold, when the next rung would overrun the
+  FLOPs budget, or when the sizes run out.  :func:`replay` runs it on a table of
+  measured curves, reading each loss as if it had just been trained.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lensllm.curves import Curve, CurveSet
+from lensllm.errors import InputError
+from lensllm.selectors import Selection, Selector, make_selector
+from lensllm.uncertainty import probability_best
+
+
+def training_flops(params: float, examples: int, tokens_per_example: float) -> float:
+    """FLOPs of fine-tuning ``params`` parameters on ``examples`` examples (one epoch)."""
+    return 6.0 * float(params) * float(tokens_per_example) * float(examples)
+
+
+@dataclass
+class FlopsLedger:
+    """Every run charged: (model, size, FLOPs)."""
+
+    tokens_per_example: float
+    entries: list[tuple[str, int, float]] = field(default_factory=list)
+
+    def charge(self, model: str, params: float, size: int) -> float:
+        flops = training_flops(params, size, self.tokens_per_example)
+        self.entries.append((model, int(size), flops))
+        return flops
+
+    @property
+    def total(self) -> float:
+        return float(sum(f for *_, f in self.entries))
+
+    def by_model(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for model, _, flops in self.entries:
+            out[model] = out.get(model, 0.0) + flops
+        return out
+
+    def reference(self, params: Sequence[float], target: int) -> float:
+        """FLOPs of fine-tuning every candidate once at the target size."""
+        return float(sum(training_flops(p, target, self.tokens_per_example) for p in params))
+
+
+@dataclass(frozen=True)
+class HalvingSettings:
+    """How the search spends compute.
+
+    ``warmup``: sizes every candidate is trained on before the first decision (a law
+    needs 3 points).  ``keep_fraction``: at most this share of the survivors goes on
+    to the next rung.  ``p_keep``: a candidate whose P(best) is below this is dropped.
+    ``p_stop``: stop when the leader's P(best) reaches this.  ``flops_fraction``: stop
+    before a rung that would take the ledger over this share of the reference.
+    """
+
+    warmup: int = 3
+    keep_fraction: float = 0.5
+    p_keep: float = 0.02
+    p_stop: float = 0.9
+    flops_fraction: float = 0.03
+
+    def __post_init__(self) -> None:
+        if self.warmup < 2:
+            raise InputError("halving: warmup must be at least 2 sizes")
+        if not 0 < self.keep_fraction <= 1:
+            raise InputError("halving: keep_fraction must be in (0, 1]")
+        if not 0 <= self.p_keep < 1 or not 0 < self.p_stop <= 1:
+            raise InputError("halving: p_keep must be in [0, 1) and p_stop in (0, 1]")
+        if self.flops_fraction <= 0:
+            raise InputError("halving: flops_fraction must be > 0")
+
+
+@dataclass
+class Rung:
+    size: int
+    trained: list[str]
+    survivors: list[str]
+    leader: str
+    leader_p_best: float
+    flops_fraction: float
+
+
+@dataclass
+class HalvingResult:
+    chosen: str
+    ledger: FlopsLedger
+    reference_flops: float
+    rungs: list[Rung]
+    selection: Selection
+    stop_reason: str
+
+    @property
+    def flops_fraction(self) -> float:
+        return self.ledger.total / self.reference_flops
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "chosen": self.chosen, "flops_fraction": self.flops_fraction,
+            "stop_reason": self.stop_reason,
+            "rungs": [vars(r) for r in self.rungs],
+        }
+
+
+class SuccessiveHalving:
+    """Successive halving over data size, ranking by extrapolated loss."""
+
+    def __init__(self, selector: str | Selector = "lensllm",
+                 settings: HalvingSettings | None = None) -> None:
+        self.selector = make_selector(selector)
+        self.settings = settings or HalvingSettings()
+
+    def run(self, train: Callable[[str, int], float], candidates: Sequence[Curve],
+            sizes: Sequence[int], target: int, tokens_per_example: float,
+            task: str = "task") -> HalvingResult:
+        """Search the candidates.
+
+        ``train(model, size)`` fine-tunes (or looks up) and returns the test loss;
+        ``candidates`` carry the names, parameter counts and zero-shot losses
+        (their measured points are ignored); ``sizes`` is the ladder of subset sizes.
+        """
+        s = self.settings
+        ladder = sorted(int(n) for n in sizes if 0 < n < target)
+        if len(ladder) < s.warmup:
+            raise InputError(f"halving needs at least {s.warmup} sizes below the target")
+        missing = [c.model for c in candidates if c.params is None]
+        if missing:
+            raise InputError(f"halving needs every candidate's parameter count; missing for "
+                             f"{', '.join(missing)}")
+        ledger = FlopsLedger(tokens_per_example)
+        params = {c.model: float(c.params) for c in candidates}
+        reference = ledger.reference(list(params.values()), target)
+        limit = s.flops_fraction * reference
+        points: dict[str, dict[int, float]] = {c.model: {} for c in candidates}
+
+        def run_rung(models: list[str], size: int) -> None:
+            for model in models:
+                points[model][size] = float(train(model, size))
+                ledger.charge(model, params[model], size)
+
+        survivors = [c.model for c in candidates]
+        for size in ladder[: s.warmup]:
+            run_rung(survivors, size)
+        level = len(ladder[: s.warmup])
+        rungs: list[Rung] = []
+        while True:
+            curves = CurveSet(
+                (Curve(c.model, np.array(sorted(points[c.model])),
+                       np.array([points[c.model][n] for n in sorted(points[c.model])]),
+                       zero_shot=c.zero_shot, params=c.params, family=c.family, ntk=c.ntk)
+                 for c in candidates), task=task)
+            budget = max(max(p) for p in points.values())
+            selection = self.selector.select(curves, budget, target, uncertainty=True)
+            survivors, p_best = self._survivors(selection, survivors)
+            leader = survivors[0]
+            rungs.append(Rung(budget, [], list(survivors), leader, float(p_best[0]),
+                              ledger.total / reference))
+            next_size = ladder[level] if level < len(ladder) else None
+            if len(survivors) == 1:
+                reason = "one candidate left"
+            elif p_best[0] >= s.p_stop:
+                reason = f"leader P(best) {p_best[0]:.2f} >= {s.p_stop}"
+            elif next_size is None:
+                reason = "no larger size below the target"
+            elif ledger.total + sum(training_flops(params[m], next_size, tokens_per_example)
+                                    for m in survivors) > limit:
+                reason = "the next rung would exceed the FLOPs budget"
+            else:
+                run_rung(survivors, next_size)
+                rungs[-1].trained = list(survivors)
+                level += 1
+                continue
+            return HalvingResult(leader, ledger, reference, rungs, selection, reason)
+
+    def _survivors(self, selection: Selection, alive: list[str]
+                   ) -> tuple[list[str], np.ndarray]:
+        """Alive candidates by predicted loss, dropping the unlikely ones."""
+        index = {m: i for i, m in enumerate(selection.models)}
+        idx = sorted((index[m] for m in alive), key=lambda i: selection.predicted[i])
+        model = selection.details.get("error_model")
+        horizon = math.log2(selection.target / selection.budget)
+        sd = model.sd_rel_at(horizon) if model is not None else math.nan
+        p = probability_best(selection.predicted[idx], sd)
+        if not math.isfinite(sd):  # no back-test possible yet: no basis to drop anyone
+            return [selection.models[j] for j in idx], p
+        keep = max(1, math.ceil(self.settings.keep_fraction * len(idx)))
+        chosen = [j for k, j in enumerate(idx) if k == 0 or
+                  (k < keep and p[k] >= self.settings.p_keep)]
+        p_chosen = probability_best(selection.predicted[chosen], sd)
+        return [selection.models[j] for j in chosen], p_chosen
+
+
+def replay(curves: CurveSet, target: int, tokens_per_example: float,
+           selector: str | Selector = "lensllm",
+           settings: HalvingSettings | None = None) -> HalvingResult:
+    """Run the search on measured curves, reading each run's loss from the table."""
+    ladder = sorted({int(n) for c in curves for n in c.sizes if n < target})
+
+    def lookup(model: str, size: int) -> float:
+        value = curves[model].loss_at(size)
+        if value is None:
+            raise InputError(f"{curves.task}: model {model!r} has no measured loss at size "
+                             f"{size}; the replay needs every size of the ladder")
+        return value
+
+    return SuccessiveHalving(selector, settings).run(lookup, list(curves), ladder, target,
+                                                     tokens_per_example, task=curves.task)
+
+
+def fixed_budget_fraction(budget: int, target: int, sizes: Sequence[int]) -> float:
+    """FLOPs share of training every candidate on every size <= budget (same for all
+    models, so parameter counts cancel)."""
+    return float(sum(n for n in sizes if n <= budget)) / target
