@@ -128,3 +128,32 @@ def test_select_budget_not_below_target(flan_csv):
     assert out.returncode == 2
     assert out.stderr.startswith("error: budget (1638400) must be smaller than the target")
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_bench_calibration_table():
+    out = run("bench", "--calibration", "--methods", "ats", "--tasks", "gigaword")
+    assert out.returncode == 0, out.stderr
+    assert "coverage of the 90 % interval (x100) -- ats" in out.stdout
+    assert out.stdout.strip().splitlines()[-1].startswith("mean")
+
+
+def test_bench_adaptive_json_and_pareto_plot(tmp_path):
+    out = run("bench", "--adaptive", "--methods", "ats", "--flops-budgets", "0.01,0.03",
+              "--format", "json", "--plots", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert [r["budget"] for r in result["adaptive"]] == [0.01, 0.03]
+    for row in result["adaptive"]:
+        assert set(row["relacc"]) == {"flan", "wmt19", "gigaword"}
+        assert all(f <= row["budget"] + 1e-12 for f in row["flops"].values())
+    assert result["fixed"][0]["ratio"] == "1/8"
+    assert (tmp_path / "adaptive-pareto.png").stat().st_size > 10_000
+
+
+def test_select_json_has_interval_keys(flan_csv):
+    out = run("select", str(flan_csv), "--budget", "25600", "--target", "1638400",
+              "--method", "rectified", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    top = json.loads(out.stdout)["ranking"][0]
+    assert {"lower", "upper", "p_best", "predicted"} <= set(top)
+    assert top["lower"] <= top["predicted"] <= top["upper"]

@@ -127,14 +127,15 @@ class SuccessiveHalving:
         self.selector = make_selector(selector)
         self.settings = settings or HalvingSettings()
 
-    def run(self, train: Callable[[str, int], float], candidates: Sequence[Curve],
-            sizes: Sequence[int], target: int, tokens_per_example: float,
-            task: str = "task") -> HalvingResult:
+    def run(self, train: Callable[[list[str], int], dict[str, float]],
+            candidates: Sequence[Curve], sizes: Sequence[int], target: int,
+            tokens_per_example: float, task: str = "task") -> HalvingResult:
         """Search the candidates.
 
-        ``train(model, size)`` fine-tunes (or looks up) and returns the test loss;
-        ``candidates`` carry the names, parameter counts and zero-shot losses
-        (their measured points are ignored); ``sizes`` is the ladder of subset sizes.
+        ``train(models, size)`` fine-tunes (or looks up) every model of a rung -- in
+        parallel if it can -- and returns their test losses; ``candidates`` carry the
+        names, parameter counts and zero-shot losses (their measured points are
+        ignored); ``sizes`` is the ladder of subset sizes.
         """
         s = self.settings
         ladder = sorted(int(n) for n in sizes if 0 < n < target)
@@ -151,11 +152,20 @@ class SuccessiveHalving:
         points: dict[str, dict[int, float]] = {c.model: {} for c in candidates}
 
         def run_rung(models: list[str], size: int) -> None:
+            losses = train(list(models), size)
             for model in models:
-                points[model][size] = float(train(model, size))
+                points[model][size] = float(losses[model])
                 ledger.charge(model, params[model], size)
 
         survivors = [c.model for c in candidates]
+        warmup_cost = sum(training_flops(params[m], n, tokens_per_example)
+                          for m in survivors for n in ladder[: s.warmup])
+        if warmup_cost > limit:
+            raise InputError(
+                f"the FLOPs budget ({100 * s.flops_fraction:.3g} % of fine-tuning every "
+                f"candidate at the target) is smaller than the warm-up, which trains every "
+                f"candidate on the {s.warmup} smallest sizes ({100 * warmup_cost / reference:.3g}"
+                " %); raise the FLOPs budget or start the ladder at a smaller size")
         for size in ladder[: s.warmup]:
             run_rung(survivors, size)
         level = len(ladder[: s.warmup])
@@ -213,12 +223,15 @@ def replay(curves: CurveSet, target: int, tokens_per_example: float,
     """Run the search on measured curves, reading each run's loss from the table."""
     ladder = sorted({int(n) for c in curves for n in c.sizes if n < target})
 
-    def lookup(model: str, size: int) -> float:
-        value = curves[model].loss_at(size)
-        if value is None:
-            raise InputError(f"{curves.task}: model {model!r} has no measured loss at size "
-                             f"{size}; the replay needs every size of the ladder")
-        return value
+    def lookup(models: list[str], size: int) -> dict[str, float]:
+        out = {}
+        for model in models:
+            value = curves[model].loss_at(size)
+            if value is None:
+                raise InputError(f"{curves.task}: model {model!r} has no measured loss at "
+                                 f"size {size}; the replay needs every size of the ladder")
+            out[model] = value
+        return out
 
     return SuccessiveHalving(selector, settings).run(lookup, list(curves), ladder, target,
                                                      tokens_per_example, task=curves.task)
@@ -228,3 +241,44 @@ def fixed_budget_fraction(budget: int, target: int, sizes: Sequence[int]) -> flo
     """FLOPs share of training every candidate on every size <= budget (same for all
     models, so parameter counts cancel)."""
     return float(sum(n for n in sizes if n <= budget)) / target
+
+
+def adaptive_benchmark(tasks: Sequence[CurveSet], target: int,
+                       tokens_per_example: dict[str, float], flops_budgets: Sequence[float],
+                       selector: str | Selector = "lensllm",
+                       settings: HalvingSettings | None = None,
+                       fixed_method: str | Selector = "ats",
+                       fixed_budgets: Sequence[int] = ()) -> tuple[list[dict], list[dict]]:
+    """Replay the adaptive search per FLOPs budget, and a fixed-budget method per budget.
+
+    Returns (adaptive rows, fixed rows); each row has per-task RelAcc and FLOPs share.
+    """
+    from dataclasses import replace
+
+    from lensllm.evaluate import relacc
+
+    base = settings or HalvingSettings()
+    adaptive = []
+    for share in flops_budgets:
+        row: dict[str, Any] = {"budget": share, "relacc": {}, "flops": {}, "chosen": {},
+                               "stop": {}}
+        for task in tasks:
+            truth = task.losses_at(target, "the replay scores against the true loss")
+            result = replay(task, target, tokens_per_example[task.task], selector,
+                            replace(base, flops_fraction=share))
+            row["relacc"][task.task] = relacc(truth[task.models.index(result.chosen)], truth)
+            row["flops"][task.task] = result.flops_fraction
+            row["chosen"][task.task] = result.chosen
+            row["stop"][task.task] = result.stop_reason
+        adaptive.append(row)
+    fixed = []
+    method = make_selector(fixed_method)
+    for budget in fixed_budgets:
+        row = {"ratio": f"1/{round(target / budget)}", "budget": budget, "relacc": {},
+               "flops": fixed_budget_fraction(budget, target, tasks[0][0].sizes.tolist())}
+        for task in tasks:
+            truth = task.losses_at(target, "the replay scores against the true loss")
+            chosen = method.select(task, budget, target).chosen
+            row["relacc"][task.task] = relacc(truth[task.models.index(chosen)], truth)
+        fixed.append(row)
+    return adaptive, fixed

@@ -79,19 +79,91 @@ def _print_evaluation(evaluation, fmt: str, plots: Path | None) -> None:
 @methods_option
 @format_option
 @plots_option
-def bench(tasks: str, methods: str | None, fmt: str, plots: Path | None) -> None:
+@click.option("--calibration", is_flag=True,
+              help="Instead: coverage of each predicting method's 90 % interval.")
+@click.option("--adaptive", is_flag=True,
+              help="Instead: replay the adaptive search (successive halving) per FLOPs "
+                   "budget, next to AtS at each fixed ratio.")
+@click.option("--flops-budgets", default="0.005,0.01,0.02,0.03,0.05", show_default=True,
+              help="With --adaptive: FLOPs budgets as shares of full fine-tuning.")
+def bench(tasks: str, methods: str | None, fmt: str, plots: Path | None, calibration: bool,
+          adaptive: bool, flops_budgets: str) -> None:
     """Replay the papers' protocol on the bundled benchmark (30 LLMs x 3 tasks)."""
     from lensllm.benchmark import BUDGETS, TARGET, load_benchmark
-    from lensllm.evaluate import evaluate
     from lensllm.selectors import DEFAULT_METHODS, split_methods
 
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     if not names:
         raise InputError("--tasks: give at least one task")
+    if calibration and adaptive:
+        raise InputError("choose one of --calibration and --adaptive")
     curve_sets = [load_benchmark(t) for t in names]
-    method_list = split_methods(methods) if methods else list(DEFAULT_METHODS)
-    evaluation = evaluate(curve_sets, methods=method_list, budgets=BUDGETS, target=TARGET)
-    _print_evaluation(evaluation, fmt, plots)
+    if calibration:
+        _bench_calibration(curve_sets, split_methods(methods) if methods else ["lensllm"],
+                           BUDGETS, TARGET, fmt)
+    elif adaptive:
+        _bench_adaptive(curve_sets, split_methods(methods)[0] if methods else "lensllm",
+                        _share_list(flops_budgets), BUDGETS, TARGET, fmt, plots)
+    else:
+        from lensllm.evaluate import evaluate
+
+        method_list = split_methods(methods) if methods else list(DEFAULT_METHODS)
+        evaluation = evaluate(curve_sets, methods=method_list, budgets=BUDGETS,
+                              target=TARGET)
+        _print_evaluation(evaluation, fmt, plots)
+
+
+def _share_list(text: str) -> list[float]:
+    out = []
+    for part in text.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            raise InputError(f"--flops-budgets: {part.strip()!r} is not a number") from None
+        if not (math.isfinite(value) and 0 < value <= 1):
+            raise InputError(f"--flops-budgets: {part.strip()} must be a share in (0, 1]")
+        out.append(value)
+    return out
+
+
+def _bench_calibration(curve_sets, methods, budgets, target, fmt: str) -> None:
+    from dataclasses import asdict
+
+    from lensllm.evaluate import calibration
+    from lensllm.report.bench import calibration_table
+
+    cells = [cell for m in methods for cell in calibration(curve_sets, m, budgets, target)]
+    if fmt == "table":
+        _echo(calibration_table(cells))
+    elif fmt == "json":
+        _echo(json.dumps([asdict(c) for c in cells], indent=1))
+    else:
+        import csv
+        import io
+
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(asdict(cells[0])), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(asdict(c) for c in cells)
+        _echo(buf.getvalue())
+
+
+def _bench_adaptive(curve_sets, method, shares, budgets, target, fmt, plots) -> None:
+    from lensllm.benchmark import TOKENS_PER_EXAMPLE
+    from lensllm.budget import adaptive_benchmark
+    from lensllm.report.bench import adaptive_table
+
+    rows, fixed = adaptive_benchmark(curve_sets, target, TOKENS_PER_EXAMPLE, shares,
+                                     selector=method, fixed_budgets=budgets)
+    if fmt == "json":
+        _echo(json.dumps({"adaptive": rows, "fixed": fixed}, indent=1))
+    else:
+        _echo(adaptive_table(rows, fixed))
+    if plots is not None:
+        from lensllm.report.plots import plot_pareto
+
+        path = plot_pareto(Path(plots) / "adaptive-pareto.png", rows, fixed)
+        sys.stderr.write(f"wrote {path}\n")
 
 
 @app.command("evaluate")

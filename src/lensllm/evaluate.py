@@ -161,3 +161,44 @@ def evaluate(
             selections.append(selection)
             cells.append(score_selection(selection, truths[id(task)]))
     return Evaluation(cells, selections)
+
+
+@dataclass(frozen=True)
+class CoverageCell:
+    """Share (x100) of true target losses inside a method's stated interval."""
+
+    task: str
+    method: str
+    budget: int
+    ratio: str
+    level: float
+    coverage: float
+    mean_width: float  # mean of upper/lower - 1 (relative width of the interval)
+
+
+def calibration(
+    curves: CurveSet | Iterable[CurveSet],
+    method: str | Selector = "lensllm",
+    budgets: Sequence[int] | None = None,
+    target: int | None = None,
+    level: float = 0.9,
+) -> list[CoverageCell]:
+    """How often the true loss at the target falls inside the ``level`` interval."""
+    tasks = [curves] if isinstance(curves, CurveSet) else list(curves)
+    if target is None:
+        raise InputError("calibration needs the target size")
+    budgets = list(budgets) if budgets is not None else default_budgets(target)
+    selector = make_selector(method)
+    requests = [(task, budget, target) for task in tasks for budget in budgets]
+    selections = selector.select_many(requests, uncertainty=True, level=level)
+    out = []
+    for (task, budget, _), sel in zip(requests, selections, strict=True):
+        if sel.lower is None:
+            raise InputError(f"method {selector.label!r} does not predict losses, so it has "
+                             "no intervals to calibrate")
+        truth = task.losses_at(target, "calibration needs every model's true loss")
+        inside = (truth >= sel.lower) & (truth <= sel.upper)
+        out.append(CoverageCell(task.task, selector.label, budget, ratio_label(budget, target),
+                                level, 100.0 * float(inside.mean()),
+                                float(np.mean(sel.upper / sel.lower - 1.0))))
+    return out

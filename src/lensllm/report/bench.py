@@ -8,6 +8,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lensllm.curves import CurveSet
 from lensllm.errors import InputError
 from lensllm.evaluate import Cell, Evaluation
@@ -48,6 +50,47 @@ def evaluation_tables(evaluation: Evaluation) -> str:
 def _mean_or_none(evaluation: Evaluation, method: str, metric: str) -> float | None:
     value = evaluation.mean(method, metric)
     return None if math.isnan(value) else value
+
+
+def calibration_table(cells: list) -> str:
+    """Coverage x100 of the stated intervals: rows = ratio, columns = task (+ mean)."""
+    tasks = list(dict.fromkeys(c.task for c in cells))
+    methods = list(dict.fromkeys(c.method for c in cells))
+    blocks = []
+    for method in methods:
+        mine = [c for c in cells if c.method == method]
+        ratios = list(dict.fromkeys(c.ratio for c in sorted(mine, key=lambda c: -c.budget)))
+        rows = []
+        for ratio in ratios:
+            row = [c.coverage for t in tasks for c in mine if c.task == t and c.ratio == ratio]
+            rows.append([ratio, *row, float(np.mean(row))])
+        per_task = [float(np.mean([c.coverage for c in mine if c.task == t])) for t in tasks]
+        rows.append(["mean", *per_task, float(np.mean([c.coverage for c in mine]))])
+        level = 100 * mine[0].level
+        blocks.append(text_table(["ratio", *tasks, "all"], rows,
+                                 title=f"coverage of the {level:.0f} % interval (x100) -- "
+                                       f"{method}"))
+    return "\n\n".join(blocks)
+
+
+def adaptive_table(rows: list[dict[str, Any]], ats_rows: list[dict[str, Any]]) -> str:
+    """RelAcc against the FLOPs share: the adaptive search per budget, AtS per ratio."""
+    tasks = list(rows[0]["relacc"]) if rows else []
+    body = []
+    for r in rows:
+        body.append([f"adaptive <= {100 * r['budget']:.2g} %",
+                     *[100 * r["flops"][t] for t in tasks], float(np.mean(list(
+                         r["flops"].values()))) * 100,
+                     *[r["relacc"][t] for t in tasks], float(np.mean(list(
+                         r["relacc"].values())))])
+    for r in ats_rows:
+        body.append([f"ats at {r['ratio']}", *[100 * r["flops"]] * len(tasks), 100 * r["flops"],
+                     *[r["relacc"][t] for t in tasks],
+                     float(np.mean(list(r["relacc"].values())))])
+    headers = ["search", *[f"FLOPs% {t}" for t in tasks], "FLOPs% mean",
+               *[f"RelAcc {t}" for t in tasks], "RelAcc mean"]
+    return text_table(headers, body, digits=2,
+                      title="RelAcc x100 against the share of full fine-tuning FLOPs")
 
 
 def evaluation_csv(evaluation: Evaluation) -> str:

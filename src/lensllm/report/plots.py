@@ -86,3 +86,29 @@ def plot_metric_by_ratio(path: str | Path, task: str, metric: str, ratios: Seque
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def plot_pareto(path: str | Path, adaptive: list[dict], fixed: list[dict],
+                label: str = "adaptive search", fixed_label: str = "AtS, fixed ratio") -> Path:
+    """Mean RelAcc against the mean FLOPs share (log x): adaptive search vs fixed ratios."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    for rows, name, marker in ((adaptive, label, "o"), (fixed, fixed_label, "s")):
+        if not rows:
+            continue
+        x = [100 * float(np.mean(list(r["flops"].values()))) if isinstance(r["flops"], dict)
+             else 100 * r["flops"] for r in rows]
+        y = [float(np.mean(list(r["relacc"].values()))) for r in rows]
+        order = np.argsort(x)
+        ax.plot(np.array(x)[order], np.array(y)[order], marker=marker, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("FLOPs, % of fine-tuning every candidate at the target")
+    ax.set_ylabel("mean RelAcc x100")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,149 @@
+"""Back-tested intervals, P(best), the FLOPs ledger and successive halving."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import lensllm
+from lensllm.budget import (
+    FlopsLedger,
+    HalvingSettings,
+    SuccessiveHalving,
+    fixed_budget_fraction,
+    replay,
+    training_flops,
+)
+from lensllm.curves import Curve, CurveSet
+from lensllm.errors import InputError
+from lensllm.evaluate import calibration
+from lensllm.uncertainty import backtests, error_models, interval, probability_best
+
+SIZES = 100 * 2 ** np.arange(10)
+
+
+def power_task(n_models: int = 8, noise: float = 0.01, seed: int = 0) -> CurveSet:
+    rng = np.random.default_rng(seed)
+    curves = []
+    for i in range(n_models):
+        b, beta = rng.uniform(3, 6), rng.uniform(0.05, 0.2)
+        losses = b * SIZES.astype(float) ** -beta * np.exp(noise * rng.standard_normal(10))
+        curves.append(Curve(f"m{i}", SIZES, losses, zero_shot=b * 1.2,
+                            params=float(10 ** rng.uniform(7, 9))))
+    return CurveSet(curves, task="synthetic")
+
+
+def test_probability_best_matches_monte_carlo():
+    mu = np.array([1.0, 1.03, 1.1, 1.5])
+    p = probability_best(mu, 0.04)
+    rng = np.random.default_rng(1)
+    draws = np.log(mu) + 0.04 * rng.standard_normal((200_000, 4))
+    mc = np.bincount(draws.argmin(1), minlength=4) / 200_000
+    np.testing.assert_allclose(p, mc, atol=0.005)
+    assert p.sum() == pytest.approx(1.0)
+
+
+def test_probability_best_edge_cases():
+    np.testing.assert_allclose(probability_best(np.array([1.0, 2.0]), math.nan), [0.5, 0.5])
+    np.testing.assert_allclose(probability_best(np.array([1.0, 2.0]), 0.0), [1.0, 0.0])
+    np.testing.assert_allclose(probability_best(np.array([3.0]), 0.1), [1.0])
+
+
+def test_interval_is_central_and_widens_with_level():
+    pred = np.array([1.0, 2.0])
+    lo90, hi90 = interval(pred, 0.1, 0.9)
+    lo50, hi50 = interval(pred, 0.1, 0.5)
+    np.testing.assert_allclose(lo90 * hi90, pred**2)  # symmetric in log space
+    assert np.all(lo90 < lo50) and np.all(hi50 < hi90)
+    np.testing.assert_allclose(hi90 / pred, math.exp(1.6448536 * 0.1), rtol=1e-6)
+
+
+def test_backtests_cut_the_budget_by_doublings():
+    task = power_task()
+    plan = backtests(task.within(3200), 3200, min_points=3)
+    assert [bt.steps for bt in plan] == [1, 2, 3]  # 1600, 800, 400 leave >= 3 sizes
+    assert [bt.request[1] for bt in plan] == [1600, 800, 400]
+    np.testing.assert_allclose(plan[0].truth, task.losses_at(3200, ""))
+    assert backtests(task.within(400), 400, min_points=3) == []
+
+
+def test_error_model_of_a_perfect_predictor_is_small():
+    task = power_task(noise=0.0)
+    ats = lensllm.make_selector("ats")
+    model = error_models(lambda reqs: [s.predicted for s in ats._select_many(reqs)],
+                         [(task.within(6400), 6400, 51200)], 3)[0]
+    assert model.rmse_at(3.0) < 1e-9 and model.horizons.size >= 2
+
+
+def test_select_carries_intervals_and_p_best():
+    task = power_task(noise=0.01)
+    sel = lensllm.select(task, "ats", budget=6400, target=51200)
+    assert sel.p_best.sum() == pytest.approx(1.0)
+    assert np.all(sel.lower < sel.predicted) and np.all(sel.predicted < sel.upper)
+    assert sel.details["level"] == 0.9
+    no_unc = lensllm.select(task, "ats", budget=6400, target=51200, uncertainty=False)
+    assert no_unc.lower is None and no_unc.chosen == sel.chosen
+    zs = lensllm.select(task, "zeroshot", budget=6400, target=51200)
+    assert zs.lower is None and zs.p_best is None  # scores, not predictions
+
+
+def test_calibration_of_a_well_specified_task():
+    cells = calibration([power_task(noise=0.01, seed=s) for s in range(3)], "ats",
+                        budgets=[6400, 3200], target=51200)
+    coverage = np.mean([c.coverage for c in cells])
+    assert 70 <= coverage <= 100
+    assert {c.ratio for c in cells} == {"1/8", "1/16"}
+
+
+def test_flops_ledger():
+    ledger = FlopsLedger(tokens_per_example=35)
+    assert ledger.charge("a", 1e8, 200) == 6 * 1e8 * 35 * 200
+    ledger.charge("b", 2e8, 400)
+    assert ledger.total == pytest.approx(6 * 35 * (1e8 * 200 + 2e8 * 400))
+    assert ledger.by_model()["b"] == pytest.approx(training_flops(2e8, 400, 35))
+    assert ledger.reference([1e8, 2e8], 1000) == pytest.approx(6 * 35 * 1000 * 3e8)
+    sizes = [200 * 2**k for k in range(14)]
+    assert fixed_budget_fraction(204800, 1638400, sizes) == pytest.approx(
+        (2 * 204800 - 200) / 1638400)
+
+
+def test_halving_keeps_everyone_until_it_can_back_test_then_finds_the_best():
+    task = power_task(n_models=10, noise=0.005, seed=3)
+    target = int(SIZES[-1])
+    truth = task.losses_at(target, "")
+    result = replay(CurveSet(list(task), task="t"), target, 50, "ats",
+                    HalvingSettings(flops_fraction=0.2))
+    first = result.rungs[0]
+    assert len(first.survivors) == 10  # 3 sizes: nothing to back-test yet
+    assert result.chosen == task.models[int(np.argmin(truth))]
+    assert result.flops_fraction <= 0.2
+    assert result.ledger.total == pytest.approx(sum(f for *_, f in result.ledger.entries))
+
+
+def test_halving_respects_the_flops_budget():
+    task = power_task(n_models=10, noise=0.02, seed=4)
+    target = int(SIZES[-1])
+    tight = replay(task, target, 50, "ats", HalvingSettings(flops_fraction=0.03))
+    assert tight.flops_fraction <= 0.03 + 1e-12
+    trained = [size for _, size, _ in tight.ledger.entries]
+    assert max(trained) < target
+    with pytest.raises(InputError) as info:
+        replay(task, target, 50, "ats", HalvingSettings(flops_fraction=0.01))
+    assert str(info.value) == (
+        "the FLOPs budget (1 % of fine-tuning every candidate at the target) is smaller than "
+        "the warm-up, which trains every candidate on the 3 smallest sizes (1.37 %); raise "
+        "the FLOPs budget or start the ladder at a smaller size")
+
+
+def test_halving_bad_inputs():
+    task = power_task()
+    with pytest.raises(InputError, match="halving needs at least 3 sizes below the target"):
+        SuccessiveHalving("ats").run(lambda m, n: {}, list(task), [100, 200], 400, 10)
+    no_params = CurveSet([Curve("x", SIZES, np.ones(10))], task="t")
+    with pytest.raises(InputError) as info:
+        SuccessiveHalving("ats").run(lambda m, n: {}, list(no_params), SIZES, 10**6, 10)
+    assert str(info.value) == "halving needs every candidate's parameter count; missing for x"
+    with pytest.raises(InputError, match="keep_fraction must be in"):
+        HalvingSettings(keep_fraction=0)
