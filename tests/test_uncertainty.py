@@ -103,7 +103,9 @@ def test_flops_ledger():
     ledger.charge("b", 2e8, 400)
     assert ledger.total == pytest.approx(6 * 35 * (1e8 * 200 + 2e8 * 400))
     assert ledger.by_model()["b"] == pytest.approx(training_flops(2e8, 400, 35))
-    assert ledger.reference([1e8, 2e8], 1000) == pytest.approx(6 * 35 * 1000 * 3e8)
+    assert ledger.reference({"a": 1e8, "b": 2e8}, 1000) == pytest.approx(6 * 35 * 1000 * 3e8)
+    per_model = FlopsLedger(tokens_per_example={"a": 10, "b": 20})
+    assert per_model.charge("b", 1e6, 100) == 6 * 1e6 * 20 * 100
     sizes = [200 * 2**k for k in range(14)]
     assert fixed_budget_fraction(204800, 1638400, sizes) == pytest.approx(
         (2 * 204800 - 200) / 1638400)

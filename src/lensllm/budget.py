@@ -35,13 +35,25 @@ def training_flops(params: float, examples: int, tokens_per_example: float) -> f
 
 @dataclass
 class FlopsLedger:
-    """Every run charged: (model, size, FLOPs)."""
+    """Every run charged: (model, size, FLOPs).
 
-    tokens_per_example: float
+    ``tokens_per_example`` is one number, or one per model (candidates with different
+    tokenizers see the same examples as different numbers of tokens).
+    """
+
+    tokens_per_example: float | dict[str, float]
     entries: list[tuple[str, int, float]] = field(default_factory=list)
 
+    def tokens(self, model: str) -> float:
+        if isinstance(self.tokens_per_example, dict):
+            return float(self.tokens_per_example[model])
+        return float(self.tokens_per_example)
+
+    def cost(self, model: str, params: float, size: int) -> float:
+        return training_flops(params, size, self.tokens(model))
+
     def charge(self, model: str, params: float, size: int) -> float:
-        flops = training_flops(params, size, self.tokens_per_example)
+        flops = self.cost(model, params, size)
         self.entries.append((model, int(size), flops))
         return flops
 
@@ -55,9 +67,9 @@ class FlopsLedger:
             out[model] = out.get(model, 0.0) + flops
         return out
 
-    def reference(self, params: Sequence[float], target: int) -> float:
+    def reference(self, params: dict[str, float], target: int) -> float:
         """FLOPs of fine-tuning every candidate once at the target size."""
-        return float(sum(training_flops(p, target, self.tokens_per_example) for p in params))
+        return float(sum(self.cost(m, p, target) for m, p in params.items()))
 
 
 @dataclass(frozen=True)
@@ -129,7 +141,8 @@ class SuccessiveHalving:
 
     def run(self, train: Callable[[list[str], int], dict[str, float]],
             candidates: Sequence[Curve], sizes: Sequence[int], target: int,
-            tokens_per_example: float, task: str = "task") -> HalvingResult:
+            tokens_per_example: float | dict[str, float],
+            task: str = "task") -> HalvingResult:
         """Search the candidates.
 
         ``train(models, size)`` fine-tunes (or looks up) every model of a rung -- in
@@ -147,7 +160,7 @@ class SuccessiveHalving:
                              f"{', '.join(missing)}")
         ledger = FlopsLedger(tokens_per_example)
         params = {c.model: float(c.params) for c in candidates}
-        reference = ledger.reference(list(params.values()), target)
+        reference = ledger.reference(params, target)
         limit = s.flops_fraction * reference
         points: dict[str, dict[int, float]] = {c.model: {} for c in candidates}
 
@@ -158,8 +171,8 @@ class SuccessiveHalving:
                 ledger.charge(model, params[model], size)
 
         survivors = [c.model for c in candidates]
-        warmup_cost = sum(training_flops(params[m], n, tokens_per_example)
-                          for m in survivors for n in ladder[: s.warmup])
+        warmup_cost = sum(ledger.cost(m, params[m], n) for m in survivors
+                          for n in ladder[: s.warmup])
         if warmup_cost > limit:
             raise InputError(
                 f"the FLOPs budget ({100 * s.flops_fraction:.3g} % of fine-tuning every "
@@ -189,7 +202,7 @@ class SuccessiveHalving:
                 reason = f"leader P(best) {p_best[0]:.2f} >= {s.p_stop}"
             elif next_size is None:
                 reason = "no larger size below the target"
-            elif ledger.total + sum(training_flops(params[m], next_size, tokens_per_example)
+            elif ledger.total + sum(ledger.cost(m, params[m], next_size)
                                     for m in survivors) > limit:
                 reason = "the next rung would exceed the FLOPs budget"
             else:

@@ -236,6 +236,92 @@ def fit(curves: Path, model: str, law: str, budget: int | None, target: int | No
         _echo(report["text"])
 
 
+@app.command("run")
+@click.argument("config", type=click.Path(path_type=Path))
+@click.option("--verify", is_flag=True,
+              help="Also fine-tune every candidate at the target size and score every "
+                   "method on these candidates.")
+@click.option("--flops-budget", type=float, default=None,
+              help="Adaptive search: FLOPs share of fine-tuning every candidate at the "
+                   "target (overrides the config).")
+@click.option("--search", type=click.Choice(["adaptive", "grid"]), default=None,
+              help="Override the config's search.")
+@click.option("--executor", "executor_kind", type=click.Choice(["local", "ray"]),
+              default=None, help="Override the config's executor.")
+@click.option("--workers", type=int, default=None, help="Local executor: worker processes.")
+@click.option("--run-dir", type=click.Path(path_type=Path), default=None,
+              help="Override the config's run directory.")
+@click.option("--format", "fmt", type=SELECT_FORMATS, default="table", show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress output.")
+def run_cmd(config: Path, verify: bool, flops_budget: float | None, search: str | None,
+            executor_kind: str | None, workers: int | None, run_dir: Path | None, fmt: str,
+            quiet: bool) -> None:
+    """Fine-tune, measure NTKs, fit, rank and report, from a YAML run config."""
+    from dataclasses import replace
+
+    from lensllm.config import load_config
+    from lensllm.pipeline import Progress, run, summary_json
+    from lensllm.report.bench import selection_table
+
+    cfg = load_config(config)
+    if flops_budget is not None:
+        if not (math.isfinite(flops_budget) and 0 < flops_budget <= 1):
+            raise InputError(f"--flops-budget must be a share in (0, 1], got {flops_budget}")
+        cfg = replace(cfg, flops_budget=flops_budget)
+    if search is not None:
+        cfg = replace(cfg, search=search)
+    if executor_kind is not None or workers is not None:
+        if workers is not None and workers < 1:
+            raise InputError(f"--workers must be >= 1, got {workers}")
+        cfg = replace(cfg, executor=replace(
+            cfg.executor, kind=executor_kind or cfg.executor.kind,
+            workers=workers or cfg.executor.workers))
+    if run_dir is not None:
+        cfg = replace(cfg, run_dir=run_dir)
+    outcome = run(cfg, verify=verify, progress=Progress(quiet=quiet))
+    if fmt == "json":
+        _echo(json.dumps(summary_json(outcome), indent=1, default=str))
+        return
+    _echo(selection_table(outcome.selection))
+    ledger = outcome.ledger
+    _echo(f"compute: {100 * ledger['fraction']:.2f} % of fine-tuning every candidate at the "
+          f"target ({ledger['saved_percent']:.1f} % saved); {ledger['runs']} runs")
+    if outcome.failures:
+        _echo(f"failed jobs: {len(outcome.failures)} (see the report)")
+    if outcome.verify is not None:
+        from lensllm.report.bench import evaluation_tables
+
+        _echo("\nverification on these candidates:\n" + evaluation_tables(outcome.verify))
+    _echo(f"report: {outcome.report}  ({outcome.wall_seconds:.0f} s)")
+
+
+@app.group()
+def zoo() -> None:
+    """The offline candidate zoo (tiny GPT-2 models pretrained here on prose)."""
+
+
+@zoo.command("build")
+@click.option("--size", type=click.Choice(["micro", "demo", "small"]), default="demo",
+              show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--cache-dir", type=click.Path(path_type=Path),
+              default=Path("~/.cache/lensllm"), show_default=True)
+def zoo_build(size: str, seed: int, cache_dir: Path) -> None:
+    """Train the tokenizer and pretrain the zoo's candidates (cached, deterministic)."""
+    from lensllm.finetune.zoo import build_task, build_zoo
+
+    manifest = build_zoo(cache_dir.expanduser(), size, seed,
+                         progress=lambda m: sys.stderr.write(m + "\n"))
+    task = build_task(cache_dir.expanduser(), seed=seed)
+    rows = [[r.name, f"{r.params:,}", r.pretrain_steps, f"{r.heldout_pretrain_loss:.3f}",
+             str(r.path)] for r in manifest.candidates]
+    from lensllm.report.tables import text_table
+
+    _echo(text_table(["candidate", "params", "pretrain steps", "held-out loss", "path"],
+                     rows, title=f"zoo {manifest.size} (seed {seed})"))
+    _echo(f"task: {task}")
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Entry point: run the app, turning every expected failure into one line + exit 2."""
     try:

@@ -197,8 +197,8 @@ def fit_report(curves: CurveSet, model: str, law_name: str, budget: int | None,
     if plot is not None:
         from lensllm.report.plots import plot_curve_fit
 
-        plot_curve_fit(plot, curve, result, budget, target, true_at_target=true,
-                       title=f"{model} ({law.name})")
+        plot_curve_fit(plot, curve, result.predict, budget, target, true_at_target=true,
+                       title=f"{model} ({law.name})", label=f"{law.name} fit")
         lines.append(f"  plot: {plot}")
     return {"text": "\n".join(lines), "json": payload, "fit": result}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +19,13 @@ def _pyplot():
     return plt
 
 
-def plot_curve_fit(path: str | Path, curve: Curve, fit, budget: int | None, target: int,
-                   title: str | None = None, band: tuple[float, float] | None = None,
-                   true_at_target: float | None = None) -> Path:
-    """Log-log plot: observed points (used / held out), the fitted law, its extrapolation
-    to the target, the target line, and optionally an interval at the target."""
+def plot_curve_fit(path: str | Path, curve: Curve, predict: Callable | None,
+                   budget: int | None, target: int, title: str | None = None,
+                   band: tuple[float, float] | None = None,
+                   true_at_target: float | None = None, label: str = "fit") -> Path:
+    """Log-log plot: observed points (used / held out), the fitted curve ``predict``
+    (sizes -> losses), its extrapolation to the target, the target line, and optionally
+    an interval at the target."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
     sizes = curve.sizes.astype(float)
@@ -34,12 +36,13 @@ def plot_curve_fit(path: str | Path, curve: Curve, fit, budget: int | None, targ
                    zorder=3, label="observed (held out)")
     lo = float(sizes.min()) / 2 if sizes.size else 1.0
     hi_fit = float(sizes[used].max()) if np.any(used) else lo * 2
-    if fit is not None:
+    if predict is not None:
         xs = np.geomspace(lo, hi_fit, 200)
-        ax.plot(xs, fit.predict(xs), color="C1", label=f"{fit.law.name} fit")
+        ax.plot(xs, predict(xs), color="C1", label=label)
         xe = np.geomspace(hi_fit, target * 1.3, 200)
-        ax.plot(xe, fit.predict(xe), color="C1", ls="--", label="extrapolation")
-        ax.scatter([target], [float(fit.predict(target))], marker="x", color="C1", zorder=4)
+        ax.plot(xe, predict(xe), color="C1", ls="--", label="extrapolation")
+        ax.scatter([target], [float(np.asarray(predict(np.array([target])))[0])], marker="x",
+                   color="C1", zorder=4)
     if curve.zero_shot is not None:
         ax.axhline(curve.zero_shot, color="0.6", lw=0.8, ls=":", label="zero-shot loss")
     if band is not None:
@@ -54,6 +57,7 @@ def plot_curve_fit(path: str | Path, curve: Curve, fit, budget: int | None, targ
         ax.axvline(budget, color="0.4", lw=0.8, ls=":", label=f"budget {budget:,}")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _plain_log_ticks(ax.yaxis)
     ax.set_xlabel("fine-tuning examples D")
     ax.set_ylabel("test loss")
     ax.set_title(title or curve.model, fontsize=10)
@@ -64,6 +68,16 @@ def plot_curve_fit(path: str | Path, curve: Curve, fit, budget: int | None, targ
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _plain_log_ticks(axis) -> None:
+    """Losses span less than a decade: label log-axis ticks as plain numbers."""
+    from matplotlib.ticker import FormatStrFormatter, LogLocator
+
+    axis.set_major_locator(LogLocator(base=10, subs=np.arange(1, 10) / 1.0, numticks=12))
+    axis.set_minor_locator(LogLocator(base=10, subs=np.arange(1, 100) / 10.0, numticks=60))
+    axis.set_major_formatter(FormatStrFormatter("%.3g"))
+    axis.set_minor_formatter(FormatStrFormatter("%.3g"))
 
 
 def plot_metric_by_ratio(path: str | Path, task: str, metric: str, ratios: Sequence[str],

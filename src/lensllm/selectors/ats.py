@@ -67,13 +67,18 @@ class AtS(Selector):
         return {"k": self.k, "delta": self.delta}
 
     def _select(self, curves: CurveSet, budget: int, target: int) -> Selection:
-        predicted = np.empty(len(curves))
+        lines = []
         starts = []
-        for i, curve in enumerate(curves):
+        for curve in curves:
             log_n, log_y = np.log(curve.sizes.astype(float)), np.log(curve.losses)
             start = power_phase_start(log_n, log_y, self.k, self.delta)
-            slope, intercept = line_fit(log_n[start:], log_y[start:])
-            predicted[i] = math.exp(slope * math.log(target) + intercept)
+            lines.append(line_fit(log_n[start:], log_y[start:]))
             starts.append(int(curve.sizes[start]))
+
+        def predict(i: int, sizes) -> np.ndarray:
+            slope, intercept = lines[i]
+            return np.exp(slope * np.log(np.asarray(sizes, dtype=float)) + intercept)
+
+        predicted = np.array([float(predict(i, target)) for i in range(len(curves))])
         return self._selection(curves, budget, target, predicted, predicted=predicted,
-                               details={"power_phase_from": starts})
+                               details={"power_phase_from": starts, "predict": predict})

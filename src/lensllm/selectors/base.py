@@ -21,7 +21,12 @@ from lensllm.errors import InputError
 
 @dataclass
 class Selection:
-    """What a selector decided for one task, budget and target."""
+    """What a selector decided for one task, budget and target.
+
+    ``details`` holds method-specific extras; a predicting selector puts there
+    ``predict(i, sizes)``, the loss it predicts for model ``i`` at any sizes (plots use
+    it), and law-fit selectors their ``fits``.
+    """
 
     method: str
     task: str

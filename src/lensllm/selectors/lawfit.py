@@ -73,8 +73,9 @@ class LawFitSelector(Selector):
         selections = []
         for (curves, budget, target), fits in zip(requests, all_fits, strict=True):
             predicted = np.array([float(f.predict(target)) for f in fits])
-            selections.append(self._selection(curves, budget, target, predicted,
-                                              predicted=predicted, details={"fits": fits}))
+            selections.append(self._selection(
+                curves, budget, target, predicted, predicted=predicted,
+                details={"fits": fits, "predict": lambda i, n, fits=fits: fits[i].predict(n)}))
         return selections
 
     def _select(self, curves: CurveSet, budget: int, target: int) -> Selection:

@@ -1,0 +1,146 @@
+"""Jobs, the executor interface, and running one job inside a worker."""
+
+from __future__ import annotations
+
+import os
+import traceback
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol
+
+from lensllm.errors import InputError
+from lensllm.store import write_record
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work.  ``spec`` holds everything the worker needs (plain data)."""
+
+    key: str
+    kind: str  # "finetune" | "ntk"
+    candidate: str
+    size: int | None
+    seed: int
+    spec: dict[str, Any] = field(compare=False)
+    records_dir: str = ""
+    attempt: int = 1
+
+    def label(self) -> str:
+        if self.kind == "ntk":
+            return f"NTK probe of {self.candidate}"
+        return f"{self.candidate} @ {self.size}"
+
+
+@dataclass(frozen=True)
+class JobFailure:
+    """A job that raised (or whose worker died); ``message`` is one line."""
+
+    message: str
+    detail: str = ""
+
+
+class Executor(Protocol):
+    """Runs jobs; yields (job, result payload or JobFailure) as they finish."""
+
+    name: str
+
+    def run(self, jobs: Iterable[Job]) -> Iterator[tuple[Job, dict[str, Any] | JobFailure]]:
+        ...  # pragma: no cover
+
+    def close(self) -> None:
+        ...  # pragma: no cover
+
+
+def make_executor(settings: Any) -> Executor:
+    """An executor from :class:`lensllm.config.ExecutorSettings`."""
+    if settings.kind == "local":
+        from lensllm.executors.local import LocalExecutor
+
+        return LocalExecutor(workers=settings.workers)
+    if settings.kind == "ray":
+        from lensllm.executors.ray_executor import RayExecutor
+
+        return RayExecutor(address=settings.address, num_cpus=settings.num_cpus,
+                           num_gpus=settings.num_gpus)
+    raise InputError(f"unknown executor {settings.kind!r}; use local or ray")
+
+
+# ---------------------------------------------------------------- inside a worker
+
+def _fault_injection(job: Job) -> None:
+    """Testing hook: LENSLLM_FAULT="fail:<candidate>@<size>:<n>" raises for the first n
+    attempts; "crash:<candidate>@<size>:<n>" kills the worker process instead."""
+    spec = os.environ.get("LENSLLM_FAULT")
+    if not spec:
+        return
+    for rule in spec.split(";"):
+        mode, _, rest = rule.partition(":")
+        target, _, count = rest.rpartition(":")
+        if target == f"{job.candidate}@{job.size}" and job.attempt <= int(count or 1):
+            if mode == "crash":
+                os._exit(17)
+            raise RuntimeError(f"injected failure (attempt {job.attempt})")
+
+
+@lru_cache(maxsize=4)
+def _task(task_json: str):
+    import json
+
+    from lensllm.finetune import load_task
+
+    return load_task(**json.loads(task_json))
+
+
+def _run(job: Job) -> dict[str, Any]:
+    import json
+
+    from lensllm.finetune import Candidate
+
+    spec = job.spec
+    candidate = Candidate.from_dict(spec["candidate"])
+    task = _task(json.dumps(spec["task"], sort_keys=True))
+    if job.kind == "finetune":
+        from lensllm.finetune import TrainConfig, run_finetune
+
+        config = TrainConfig.from_dict(spec["training"])
+        result = run_finetune(candidate, task, int(job.size or 0), seed=job.seed,
+                              config=config, cache_dir=spec.get("cache_dir"))
+        return result.to_dict()
+    if job.kind == "ntk":
+        import torch
+
+        from lensllm.finetune import load_candidate
+        from lensllm.ntk import measure_ntk
+
+        threads = spec.get("num_threads")
+        if threads:
+            torch.set_num_threads(int(threads))
+        model, tokenizer = load_candidate(candidate, apply_method=spec["ntk"]["params"] ==
+                                          "lora")
+        info = candidate.checkpoint()
+        probe = task.probe_set(tokenizer, spec["ntk"]["probe_size"],
+                               max_length=spec["training"].get("max_length", 128),
+                               encoder_decoder=info.is_encoder_decoder)
+        measured = measure_ntk(model, probe, params=spec["ntk"]["params"],
+                               projection_dim=spec["ntk"]["projection_dim"], seed=job.seed)
+        return {"eigenvalues": measured.eigenvalues.tolist(),
+                "projections": measured.projections.tolist(),
+                "summary": measured.summary()}
+    raise InputError(f"unknown job kind {job.kind!r}")
+
+
+def execute(job: Job) -> dict[str, Any] | JobFailure:
+    """Run a job here; on success write its record atomically and return the payload."""
+    try:
+        _fault_injection(job)
+        result = _run(job)
+    except Exception as exc:  # every failure becomes data for the coordinator
+        return JobFailure(f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
+                          traceback.format_exc(limit=8))
+    payload = {"kind": job.kind, "candidate": job.candidate, "size": job.size,
+               "seed": job.seed, "result": result, "attempts": job.attempt}
+    if job.records_dir:
+        write_record(Path(job.records_dir), job.key, payload)
+    return payload

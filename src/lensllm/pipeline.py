@@ -1,0 +1,427 @@
+"""``lensllm run``: from checkpoints and a dataset to a ranked, reported decision.
+
+Steps (each resumable -- finished jobs live in the run directory's store):
+
+1. resolve the candidates and the task (building the offline zoo when asked);
+2. zero-shot losses (size-0 jobs) and NTK probes, one job per candidate;
+3. the search: ``adaptive`` (successive halving over data size, the default) or
+   ``grid`` (every candidate on every size up to the budget);
+4. curves from the store (with NTK spectra), the selection with intervals and P(best);
+5. the report (Markdown + PNG, and a self-contained HTML page);
+6. with ``verify``: every candidate on the full grid and at the target size, and every
+   method scored on this real set of candidates.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lensllm.config import RunConfig
+from lensllm.curves import Curve, CurveSet, NTKSpectrum
+from lensllm.errors import InputError, LensLLMError
+from lensllm.executors import Executor, Job, JobFailure, make_executor
+from lensllm.store import Store, job_key
+
+
+class Progress:
+    """A one-line progress bar on stderr (plain lines when not a terminal)."""
+
+    def __init__(self, stream=None, quiet: bool = False) -> None:
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.tty = getattr(self.stream, "isatty", lambda: False)()
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            self.stream.write(("\r\033[K" if self.tty else "") + text + "\n")
+            self.stream.flush()
+
+    def bar(self, done: int, total: int, text: str) -> None:
+        if self.quiet:
+            return
+        width = 24
+        filled = int(width * done / total) if total else width
+        line = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {text}"
+        if self.tty:
+            self.stream.write("\r\033[K" + line[:120])
+            if done == total:
+                self.stream.write("\n")
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+@dataclass
+class RunContext:
+    """Everything the steps share."""
+
+    config: RunConfig
+    store: Store
+    executor: Executor
+    progress: Progress
+    candidates: dict[str, Any]  # name -> lensllm.finetune.Candidate
+    task_spec: dict[str, Any]
+    task: Any  # lensllm.finetune.Task
+    training: dict[str, Any]
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    curves: CurveSet
+    selection: Any
+    halving: Any | None
+    ledger: dict[str, Any]
+    failures: list[dict[str, Any]]
+    report: Path | None
+    verify: Any | None
+    wall_seconds: float
+
+
+# ------------------------------------------------------------------------ set-up
+
+def _resolve(config: RunConfig, progress: Progress) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Candidate specs and the task spec, building the zoo when the config asks."""
+    candidates = config.candidates
+    task = dict(config.task)
+    if config.zoo is not None:
+        from lensllm.finetune.zoo import build_task, build_zoo
+
+        started = time.perf_counter()
+        manifest = build_zoo(config.cache_dir, config.zoo["size"], config.zoo["seed"],
+                             progress=progress.message)
+        progress.message(f"zoo {manifest.size}: {len(manifest.candidates)} candidates ready "
+                         f"({time.perf_counter() - started:.0f} s)")
+        if candidates == "zoo":
+            candidates = [{"name": r.name, "path": str(r.path)} for r in manifest.candidates]
+        if task.get("path") == "zoo":
+            task["path"] = str(build_task(config.cache_dir, seed=config.zoo["seed"]))
+            task.setdefault("name", "python-docs")
+    task.setdefault("seed", config.seed)
+    return {c["name"]: c for c in candidates}, task
+
+
+def open_run(config: RunConfig, progress: Progress | None = None,
+             executor: Executor | None = None) -> RunContext:
+    from lensllm.finetune import Candidate, TrainConfig, load_task
+
+    progress = progress or Progress()
+    specs, task_spec = _resolve(config, progress)
+    candidates = {}
+    for name, spec in specs.items():
+        entry = {k: v for k, v in spec.items() if k != "name"}
+        candidates[name] = Candidate.from_dict({"name": name, **entry})
+        candidates[name].checkpoint()  # a missing or broken checkpoint fails here
+    task = load_task(**task_spec)
+    training = TrainConfig.from_dict(dict(config.training)).identity()
+    largest = max(config.sizes or [config.budget])
+    task.check_size(largest)
+    store = Store(config.run_dir)
+    store.set_meta("config", config.raw)
+    ingested, corrupt = store.ingest_records()
+    if ingested or corrupt:
+        progress.message(f"recovered {ingested} finished job(s) from worker records"
+                         + (f"; {len(corrupt)} corrupt record(s) set aside and redone: "
+                            f"{', '.join(corrupt)}" if corrupt else ""))
+    store.log("start", detail={"argv": sys.argv[1:]})
+    return RunContext(config=config, store=store,
+                      executor=executor or make_executor(config.executor),
+                      progress=progress, candidates=candidates, task_spec=task_spec,
+                      task=task, training=training)
+
+
+def ladder(config: RunConfig, task: Any) -> list[int]:
+    """The subset sizes: the config's, else n0 x 2^k up to the budget."""
+    if config.sizes:
+        return list(config.sizes)
+    sizes = [n for n in task.subset_sizes(config.budget) if n <= config.budget]
+    if len(sizes) < 3:
+        raise InputError(f"{config.source.name}: only {len(sizes)} subset size(s) n0 x 2^k fit "
+                         f"under the budget {config.budget}; lower task.n0 or raise the budget")
+    return sizes
+
+
+# ------------------------------------------------------------------------- jobs
+
+def finetune_job(ctx: RunContext, name: str, size: int) -> Job:
+    candidate = ctx.candidates[name]
+    spec = {"kind": "finetune", "candidate": candidate.identity(),
+            "task": ctx.task.identity(), "size": int(size), "seed": ctx.config.seed,
+            "training": ctx.training}
+    return Job(key=job_key(spec), kind="finetune", candidate=name, size=int(size),
+               seed=ctx.config.seed,
+               spec={"candidate": candidate.to_dict(), "task": ctx.task_spec,
+                     "training": dict(ctx.config.training),
+                     "cache_dir": str(ctx.config.cache_dir)},
+               records_dir=str(ctx.store.records_dir))
+
+
+def ntk_job(ctx: RunContext, name: str) -> Job:
+    candidate = ctx.candidates[name]
+    settings = {"params": ctx.config.ntk.params, "probe_size": ctx.config.ntk.probe_size,
+                "projection_dim": ctx.config.ntk.projection_dim}
+    spec = {"kind": "ntk", "candidate": candidate.identity(), "task": ctx.task.identity(),
+            "seed": ctx.config.seed, "ntk": settings,
+            "max_length": ctx.training["max_length"]}
+    return Job(key=job_key(spec), kind="ntk", candidate=name, size=None,
+               seed=ctx.config.seed,
+               spec={"candidate": candidate.to_dict(), "task": ctx.task_spec,
+                     "training": dict(ctx.config.training), "ntk": settings},
+               records_dir=str(ctx.store.records_dir))
+
+
+def run_jobs(ctx: RunContext, jobs: Sequence[Job], what: str) -> dict[str, dict[str, Any]]:
+    """Run the jobs not yet in the store (with retries); returns key -> result.
+
+    Failed jobs (after ``executor.retries`` retries) are recorded as failed with their
+    error and left out of the result; the search goes on without them.
+    """
+    results: dict[str, dict[str, Any]] = {}
+    todo = []
+    for job in jobs:
+        done = ctx.store.done(job.key)
+        if done is not None:
+            results[job.key] = done
+        else:
+            todo.append(job)
+    if not todo:
+        return results
+    total, finished = len(todo), 0
+    retries = ctx.config.executor.retries
+    ctx.progress.bar(0, total, what)
+    while todo:
+        again = []
+        for job in todo:
+            ctx.store.log("submit", key=job.key, detail={"label": job.label(),
+                                                          "attempt": job.attempt})
+        for job, outcome in ctx.executor.run(todo):
+            if isinstance(outcome, JobFailure):
+                if job.attempt <= retries:
+                    ctx.store.log("retry", key=job.key, detail={"error": outcome.message,
+                                                                 "attempt": job.attempt})
+                    again.append(replace(job, attempt=job.attempt + 1))
+                    continue
+                ctx.store.put(job.key, job.kind, job.candidate, job.size, job.seed, None,
+                              error=outcome.message, attempts=job.attempt)
+                ctx.failures.append({"job": job.label(), "error": outcome.message,
+                                     "attempts": job.attempt})
+                ctx.progress.message(f"failed after {job.attempt} attempt(s): {job.label()}: "
+                                     f"{outcome.message}")
+            else:
+                ctx.store.put(job.key, job.kind, job.candidate, job.size, job.seed,
+                              outcome["result"], attempts=job.attempt)
+                (Path(job.records_dir) / f"{job.key}.json").unlink(missing_ok=True)
+                results[job.key] = outcome["result"]
+            finished += 1
+            ctx.progress.bar(finished, total, f"{what}: {job.label()}")
+        todo = again
+    return results
+
+
+# ----------------------------------------------------------------------- curves
+
+def _zero_shot(ctx: RunContext) -> dict[str, dict[str, Any]]:
+    jobs = [finetune_job(ctx, name, 0) for name in ctx.candidates]
+    results = run_jobs(ctx, jobs, "zero-shot losses")
+    return {job.candidate: results[job.key] for job in jobs if job.key in results}
+
+
+def _ntk(ctx: RunContext) -> dict[str, dict[str, Any]]:
+    if not ctx.config.ntk.enabled:
+        return {}
+    jobs = [ntk_job(ctx, name) for name in ctx.candidates]
+    results = run_jobs(ctx, jobs, "NTK probes")
+    return {job.candidate: results[job.key] for job in jobs if job.key in results}
+
+
+def _finetuned(ctx: RunContext) -> dict[str, dict[int, dict[str, Any]]]:
+    """Every finished fine-tuning result in the store of the current candidates/task."""
+    out: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in ctx.candidates}
+    wanted = {}
+    for name in ctx.candidates:
+        for size in sorted({row.size for row in ctx.store.jobs("finetune", "done")
+                            if row.candidate == name and row.size}):
+            wanted[finetune_job(ctx, name, size).key] = (name, size)
+    for row in ctx.store.jobs("finetune", "done"):
+        if row.key in wanted:
+            name, size = wanted[row.key]
+            out[name][size] = row.result
+    return out
+
+
+def build_curves(ctx: RunContext, zero: dict[str, dict[str, Any]],
+                 ntk: dict[str, dict[str, Any]], up_to: int | None = None) -> CurveSet:
+    """Curves of every candidate from the store: best-checkpoint test loss per size.
+
+    NTK spectra are attached with the candidate's learning rate and, as the measured t,
+    the optimiser steps of its run at the *smallest* size (the same at every budget, so
+    a curve never carries information from sizes above the budget it is judged at);
+    projections are divided by the probe size so F(0) is the mean squared initial
+    residual, whatever the probe size.
+    """
+    runs = _finetuned(ctx)
+    curves = []
+    for name, candidate in ctx.candidates.items():
+        points = {n: r for n, r in runs[name].items() if up_to is None or n <= up_to}
+        if name not in zero:
+            continue  # its zero-shot job failed: reported, left out
+        sizes = np.array(sorted(points), dtype=np.int64)
+        losses = np.array([points[n]["test_loss"] for n in sizes], dtype=float)
+        spectrum = None
+        if name in ntk and sizes.size:
+            probe = ntk[name]["summary"].get("n_examples") or len(ntk[name]["eigenvalues"])
+            spectrum = NTKSpectrum(
+                np.array(ntk[name]["eigenvalues"]),
+                np.array(ntk[name]["projections"]) / probe,
+                candidate.effective_learning_rate,
+                steps=float(points[int(sizes[0])]["steps"]),
+                info=ntk[name]["summary"])
+        curves.append(Curve(name, sizes, losses, zero_shot=zero[name]["zero_shot_test_loss"],
+                            params=float(zero[name]["total_params"]), ntk=spectrum))
+    return CurveSet(curves, task=ctx.task.name)
+
+
+def tokens_per_example(ctx: RunContext) -> dict[str, float]:
+    """Mean tokens of a training example under each candidate's tokenizer (over the
+    examples the largest subset uses), for the papers' FLOPs accounting."""
+    from transformers import AutoTokenizer
+
+    size = min(ctx.task.pool_size, max(ladder(ctx.config, ctx.task)))
+    out = {}
+    for name, candidate in ctx.candidates.items():
+        info = candidate.checkpoint()
+        tokenizer = AutoTokenizer.from_pretrained(
+            info.directory, **({"gguf_file": info.gguf_file} if info.gguf_file else {}))
+        tokenized = ctx.task.tokenize(tokenizer, max_length=ctx.training["max_length"],
+                                      encoder_decoder=info.is_encoder_decoder,
+                                      cache_dir=ctx.config.cache_dir)
+        out[name] = float(np.mean(tokenized.train(size).lengths))
+    return out
+
+
+# ----------------------------------------------------------------------- search
+
+def search_grid(ctx: RunContext, sizes: Sequence[int], names: Sequence[str] | None = None
+                ) -> None:
+    names = list(names or ctx.candidates)
+    jobs = [finetune_job(ctx, name, n) for n in sizes for name in names]
+    run_jobs(ctx, jobs, "fine-tuning")
+
+
+def search_adaptive(ctx: RunContext, sizes: Sequence[int], zero: dict[str, dict[str, Any]],
+                    ntk: dict[str, dict[str, Any]], tokens: dict[str, float]):
+    from lensllm.budget import HalvingSettings, SuccessiveHalving
+
+    stubs = [c for c in build_curves(ctx, zero, ntk, up_to=0)]
+
+    def train(models: list[str], size: int) -> dict[str, float]:
+        jobs = {name: finetune_job(ctx, name, size) for name in models}
+        results = run_jobs(ctx, list(jobs.values()), f"fine-tuning at {size}")
+        out = {}
+        for name, job in jobs.items():
+            # a run that failed for good counts as hopeless for the search
+            out[name] = results[job.key]["test_loss"] if job.key in results else math.inf
+        return out
+
+    settings = HalvingSettings(flops_fraction=ctx.config.flops_budget)
+    halving = SuccessiveHalving(ctx.config.method, settings)
+    return halving.run(train, stubs, list(sizes), ctx.config.target, tokens,
+                       task=ctx.task.name)
+
+
+# ---------------------------------------------------------------------- the run
+
+def run(config: RunConfig, *, verify: bool = False, progress: Progress | None = None,
+        executor: Executor | None = None, report: bool = True) -> RunOutcome:
+    """Execute a run config end to end (resuming whatever the run directory holds)."""
+    from lensllm.budget import training_flops
+    from lensllm.selectors import make_selector
+
+    ctx = open_run(config, progress, executor)
+    try:
+        sizes = ladder(config, ctx.task)
+        zero = _zero_shot(ctx)
+        if not zero:
+            raise InputError("every candidate failed its zero-shot evaluation; see the "
+                             "failures in the run directory's store")
+        ntk = _ntk(ctx)
+        tokens = tokens_per_example(ctx)
+        halving = None
+        if config.search == "grid":
+            search_grid(ctx, sizes)
+        else:
+            halving = search_adaptive(ctx, sizes, zero, ntk, tokens)
+        curves = build_curves(ctx, zero, ntk)
+        selector = make_selector(config.method)
+        budget = int(max(c.sizes.max() for c in curves if len(c)))
+        selection = selector.select(curves, budget, config.target, uncertainty=True)
+
+        params = {c.model: float(c.params) for c in curves}
+        reference = sum(training_flops(params[m], config.target, tokens[m]) for m in params)
+        spent = sum(training_flops(params[c.model], int(n), tokens[c.model])
+                    for c in curves for n in c.sizes)
+        actual = sum(r["train_flops"] for runs in _finetuned(ctx).values()
+                     for r in runs.values())
+        ledger = {"spent_flops": spent, "reference_flops": reference,
+                  "fraction": spent / reference, "saved_percent": 100 * (1 - spent / reference),
+                  "actual_train_flops": actual, "tokens_per_example": tokens,
+                  "runs": sum(len(c) for c in curves)}
+
+        verification = None
+        if verify:
+            verification = run_verify(ctx, sizes, zero, ntk)
+        wall = time.perf_counter() - ctx.started
+        report_path = None
+        if report:
+            from lensllm.report.run_report import write_report
+
+            report_path = write_report(ctx, curves, selection, halving, ledger, verification,
+                                       wall)
+        ctx.store.log("finish", detail={"chosen": selection.chosen, "wall_s": wall})
+        return RunOutcome(config.run_dir, curves, selection, halving, ledger, ctx.failures,
+                          report_path, verification, wall)
+    finally:
+        ctx.executor.close()
+        ctx.store.close()
+
+
+def run_verify(ctx: RunContext, sizes: Sequence[int], zero: dict[str, dict[str, Any]],
+               ntk: dict[str, dict[str, Any]]):
+    """Fine-tune every candidate on the full grid and at the target; score every method."""
+    from lensllm.evaluate import evaluate
+    from lensllm.selectors import SELECTORS
+
+    config = ctx.config
+    ctx.task.check_size(config.target)
+    search_grid(ctx, [*sizes, config.target])
+    curves = build_curves(ctx, zero, ntk)
+    budgets = [n for n in sizes if sum(1 for m in sizes if m <= n) >= 3]
+    methods = [m for m in SELECTORS if m != "model-size" or all(c.params for c in curves)]
+    try:
+        return evaluate(curves, methods=methods, budgets=budgets, target=config.target)
+    except LensLLMError as exc:
+        ctx.progress.message(f"verify: could not score the methods: {exc}")
+        return None
+
+
+def summary_json(outcome: RunOutcome) -> dict[str, Any]:
+    sel = outcome.selection
+    return {
+        "run_dir": str(outcome.run_dir), "chosen": sel.chosen, "method": sel.method,
+        "budget": sel.budget, "target": sel.target, "ranking": sel.to_records(),
+        "ledger": {k: v for k, v in outcome.ledger.items() if k != "tokens_per_example"},
+        "failures": outcome.failures, "wall_seconds": outcome.wall_seconds,
+        "report": None if outcome.report is None else str(outcome.report),
+        "verify": None if outcome.verify is None else outcome.verify.to_records(),
+    }
+

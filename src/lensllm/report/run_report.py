@@ -1,0 +1,192 @@
+"""The report of a ``lensllm run``: Markdown + PNG, and one self-contained HTML file.
+
+Both say the same things: the ranking with predicted loss at the target, its interval
+and P(best); one log-log plot per candidate (points, fit, extrapolation, target line);
+the compute ledger against fine-tuning every candidate at the target; fit diagnostics;
+failed jobs; the verification table when asked; and the exact config.  The HTML page
+inlines its PNGs as data URIs and loads nothing from the network.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from lensllm.report.tables import fmt, markdown_table
+
+SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def _slug(name: str) -> str:
+    return SLUG.sub("_", name).strip("_") or "model"
+
+
+def _ranking_rows(selection) -> tuple[list[str], list[list[Any]]]:
+    level = round(100 * selection.details.get("level", 0.9))
+    names = {"lower": f"{level} % low", "upper": f"{level} % high", "p_best": "P(best)"}
+    extra = [k for k in names if getattr(selection, k) is not None]
+    headers = ["rank", "candidate", f"predicted loss at {selection.target:,}"]
+    headers += [names[k] for k in extra]
+    rows = []
+    for rec in selection.to_records():
+        row = [rec["rank"], rec["model"], rec.get("predicted", rec["score"])]
+        row += [rec[k] for k in extra]
+        rows.append(row)
+    return headers, rows
+
+
+def _diagnostics(curves, selection) -> tuple[list[str], list[list[Any]]]:
+    fits = selection.details.get("fits")
+    headers = ["candidate", "sizes measured", "largest", "zero-shot loss", "params"]
+    if fits:
+        headers += ["fit RMSE (log)", "Jacobian cond.", "starts agree"]
+    rows = []
+    for i, curve in enumerate(curves):
+        row = [curve.model, len(curve), int(curve.sizes.max()) if len(curve) else "-",
+               curve.zero_shot, f"{curve.params:,.0f}" if curve.params else "-"]
+        if fits:
+            f = fits[i]
+            row += [f"{f.rmse_log:.4f}", f"{f.condition:.2e}",
+                    "yes" if f.starts_agree else "NO"]
+        rows.append(row)
+    return headers, rows
+
+
+def _plots(run_dir: Path, curves, selection, true_at_target: dict[str, float]) -> list[Path]:
+    from lensllm.report.plots import plot_curve_fit
+
+    predict = selection.details.get("predict")
+    out = []
+    for i, curve in enumerate(curves):
+        band = None
+        if selection.lower is not None:
+            band = (float(selection.lower[i]), float(selection.upper[i]))
+        fn = (lambda n, i=i: predict(i, n)) if predict is not None else None
+        out.append(plot_curve_fit(run_dir / "plots" / f"{_slug(curve.model)}.png", curve, fn,
+                                  selection.budget, selection.target, band=band,
+                                  true_at_target=true_at_target.get(curve.model),
+                                  title=f"{curve.model} ({selection.method})",
+                                  label=f"{selection.method} fit"))
+    return out
+
+
+def _ledger_rows(ledger: dict[str, Any]) -> list[list[Any]]:
+    return [
+        ["fine-tuning runs done", ledger["runs"]],
+        ["FLOPs spent (6 x params x tokens, one pass per subset)",
+         f"{ledger['spent_flops']:.3e}"],
+        ["FLOPs of fine-tuning every candidate at the target", f"{ledger['reference_flops']:.3e}"],
+        ["share spent", f"{100 * ledger['fraction']:.2f} %"],
+        ["compute saved", f"{ledger['saved_percent']:.1f} %"],
+        ["actual training FLOPs of the runs (all epochs)", f"{ledger['actual_train_flops']:.3e}"],
+    ]
+
+
+def write_report(ctx, curves, selection, halving, ledger: dict[str, Any], verification,
+                 wall_seconds: float) -> Path:
+    """Write report.md, report.html, plots/ and the curve exports; return report.md."""
+    run_dir = Path(ctx.config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "curves.json").write_text(json.dumps(curves.to_json(), indent=1))
+    (run_dir / "curves.csv").write_text(curves.to_wide_csv())
+    truth = {}
+    if verification is not None:
+        truth = {c.model: c.loss_at(ctx.config.target) for c in curves
+                 if c.loss_at(ctx.config.target) is not None}
+    plots = _plots(run_dir, curves.within(selection.budget), selection, truth)
+
+    r_headers, r_rows = _ranking_rows(selection)
+    d_headers, d_rows = _diagnostics(curves.within(selection.budget), selection)
+    sections: list[tuple[str, str, str]] = []  # (title, markdown, html)
+
+    def add(title: str, md: str, body: str | None = None, table_id: str | None = None) -> None:
+        sections.append((title, md, body if body is not None else _md_table_html(md, table_id)))
+
+    intro = (f"Task **{ctx.task.name}**, {len(curves)} candidates, method "
+             f"**{selection.method}**, budget {selection.budget:,} examples, target "
+             f"{selection.target:,}. **Chosen: {selection.chosen}.** Wall time "
+             f"{wall_seconds:.0f} s.")
+    add("Ranking", markdown_table(r_headers, r_rows, digits=4), table_id="ranking")
+    add("Compute", markdown_table(["", "value"], _ledger_rows(ledger)))
+    if halving is not None:
+        rows = [[r.size, len(r.survivors), r.leader, f"{r.leader_p_best:.2f}",
+                 f"{100 * r.flops_fraction:.2f} %"] for r in halving.rungs]
+        add("Adaptive search (successive halving)",
+            markdown_table(["largest size", "survivors", "leader", "leader P(best)",
+                            "FLOPs share so far"], rows)
+            + f"\n\nStopped: {halving.stop_reason}.")
+    add("Fit diagnostics", markdown_table(d_headers, d_rows, digits=4))
+    if verification is not None:
+        rows = [[c.method, c.ratio, c.budget, fmt(c.pearcorr), fmt(c.relacc), fmt(c.mape)]
+                for c in verification.cells]
+        add("Verification (every candidate fine-tuned at the target)",
+            markdown_table(["method", "ratio", "budget", "PearCorr", "RelAcc", "MAPE %"],
+                           rows)
+            + "\n\nTrue loss at the target: "
+            + ", ".join(f"{m} {v:.4f}" for m, v in sorted(truth.items(), key=lambda kv: kv[1])))
+    if ctx.failures:
+        add("Failures", markdown_table(["job", "error", "attempts"],
+                                       [[f["job"], f["error"], f["attempts"]]
+                                        for f in ctx.failures]))
+    else:
+        add("Failures", "None.", "<p>None.</p>")
+    config_text = json.dumps(ctx.config.raw, indent=2, default=str)
+    add("Config", f"```json\n{config_text}\n```", f"<pre>{html.escape(config_text)}</pre>")
+
+    md = [f"# lensllm run: {ctx.config.name}", "", intro, ""]
+    for title, body, _ in sections:
+        md += [f"## {title}", "", body, ""]
+    md += ["## Curves", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots]
+    md_path = run_dir / "report.md"
+    md_path.write_text("\n".join(md) + "\n")
+
+    images = "".join(
+        f'<figure><img alt="{html.escape(p.stem)}" src="data:image/png;base64,'
+        f'{base64.b64encode(p.read_bytes()).decode()}"><figcaption>{html.escape(p.stem)}'
+        "</figcaption></figure>" for p in plots)
+    body = "".join(f"<h2>{html.escape(t)}</h2>{h}" for t, _, h in sections)
+    page = (
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>lensllm run: {html.escape(ctx.config.name)}</title><style>"
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;"
+        "padding:.25em .6em;text-align:right}td:nth-child(2),th:nth-child(2){text-align:left}"
+        "figure{display:inline-block;margin:.5em}img{max-width:520px}pre{background:#f5f5f5;"
+        "padding:1em;overflow:auto}</style></head><body>"
+        f"<h1>lensllm run: {html.escape(ctx.config.name)}</h1>"
+        f"<p id=\"summary\">{_inline_md(intro)}</p>{body}<h2>Curves</h2>{images}"
+        "</body></html>")
+    (run_dir / "report.html").write_text(page)
+    return md_path
+
+
+def _inline_md(text: str) -> str:
+    return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(text))
+
+
+def _md_table_html(md: str, table_id: str | None = None) -> str:
+    """Render the Markdown tables / paragraphs this module writes as HTML."""
+    out, rows = [], []
+    for line in [*md.splitlines(), ""]:
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if set("".join(cells)) <= {"-"}:
+                continue
+            rows.append(cells)
+            continue
+        if rows:
+            head, *rest = rows
+            out.append(f'<table id="{table_id}">' if table_id and not out else "<table>")
+            out.append("<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>")
+            for r in rest:
+                out.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>")
+            out.append("</table>")
+            rows = []
+        if line.strip():
+            out.append(f"<p>{_inline_md(line)}</p>")
+    return "".join(out)
+
