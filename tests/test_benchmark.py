@@ -70,3 +70,16 @@ def test_reproduces_lin_et_al_table1(table1, task, method):
     # The paper prints one decimal; ±0.1 covers its rounding (WMT19 AtS 1/16: 97.06).
     np.testing.assert_allclose(got_pear, pear, atol=0.1 + 1e-9)
     np.testing.assert_allclose(got_rel, rel, atol=0.1 + 1e-9)
+
+
+def test_default_lensllm_beats_ats_on_the_benchmark():
+    """The claim of the default method, checked cell by cell (settings: pooled.py)."""
+    ev = evaluate([load_benchmark(t) for t in TASKS], methods=["ats", "lensllm"],
+                  budgets=BUDGETS, target=TARGET)
+    assert ev.mean("lensllm", "pearcorr") > ev.mean("ats", "pearcorr") + 4
+    assert ev.mean("lensllm", "relacc") >= ev.mean("ats", "relacc")
+    for task in TASKS:
+        for budget in BUDGETS:
+            ours, ats = ev.get(task, "lensllm", budget), ev.get(task, "ats", budget)
+            assert ours.pearcorr >= ats.pearcorr - 1.0, (task, budget)
+            assert ours.relacc >= ats.relacc - 1.0, (task, budget)

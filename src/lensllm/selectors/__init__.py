@@ -16,6 +16,7 @@ from lensllm.selectors.ats import AtS
 from lensllm.selectors.base import Selection, Selector, check_budget
 from lensllm.selectors.baselines import ModelSize, SubsetLoss, ZeroShot
 from lensllm.selectors.lawfit import LensLLMPaperFit, RectifiedFit, VanillaFit
+from lensllm.selectors.pooled import PooledLensLLM
 
 SELECTORS: dict[str, type[Selector]] = {
     "zeroshot": ZeroShot,
@@ -24,7 +25,7 @@ SELECTORS: dict[str, type[Selector]] = {
     "vanilla": VanillaFit,
     "rectified": RectifiedFit,
     "ats": AtS,
-    "lensllm": LensLLMPaperFit,
+    "lensllm": PooledLensLLM,
     "lensllm-paper": LensLLMPaperFit,
 }
 ALIASES = {"subtuning": "subset-loss", "zero-shot": "zeroshot", "modelsize": "model-size"}
@@ -100,6 +101,7 @@ __all__ = [
     "AtS",
     "LensLLMPaperFit",
     "ModelSize",
+    "PooledLensLLM",
     "RectifiedFit",
     "Selection",
     "Selector",
