@@ -147,5 +147,5 @@ def test_halving_bad_inputs():
     with pytest.raises(InputError) as info:
         SuccessiveHalving("ats").run(lambda m, n: {}, list(no_params), SIZES, 10**6, 10)
     assert str(info.value) == "halving needs every candidate's parameter count; missing for x"
-    with pytest.raises(InputError, match="keep_fraction must be in"):
-        HalvingSettings(keep_fraction=0)
+    with pytest.raises(InputError, match="p_keep must be in"):
+        HalvingSettings(p_keep=1.5)

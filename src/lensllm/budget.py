@@ -77,27 +77,40 @@ class HalvingSettings:
     """How the search spends compute.
 
     ``warmup``: sizes every candidate is trained on before the first decision (a law
-    needs 3 points).  ``keep_fraction``: at most this share of the survivors goes on
-    to the next rung.  ``p_keep``: a candidate whose P(best) is below this is dropped.
-    ``p_stop``: stop when the leader's P(best) reaches this.  ``flops_fraction``: stop
-    before a rung that would take the ledger over this share of the reference.
+    needs 3 points).  After that, each rung trains the survivors on the next size:
+    candidates whose P(best) is below ``p_keep`` are dropped, and if the rung would
+    cost more than its share of the remaining FLOPs budget (the remaining budget split
+    evenly over the rungs left up to the largest size) only the candidates that fit are
+    trained, chosen by ``fill`` (see :data:`FILL_POLICIES`) -- so the budget buys a few
+    candidates at large sizes rather than many at small ones, as in successive halving.
+    ``p_stop``: stop once the leader's P(best) reaches this.  ``flops_fraction``: the
+    budget, as a share of fine-tuning every candidate once at the target.
     """
 
     warmup: int = 3
-    keep_fraction: float = 0.5
-    p_keep: float = 0.02
+    fill: str = "first-fit"
+    # Chosen by the rule in benchmarks/tune_adaptive.py (best mean RelAcc at 1 % and 3 %
+    # budgets on the bundled tasks; ties to the lower FLOPs share).
+    p_keep: float = 0.005
     p_stop: float = 0.9
     flops_fraction: float = 0.03
 
     def __post_init__(self) -> None:
         if self.warmup < 2:
             raise InputError("halving: warmup must be at least 2 sizes")
-        if not 0 < self.keep_fraction <= 1:
-            raise InputError("halving: keep_fraction must be in (0, 1]")
         if not 0 <= self.p_keep < 1 or not 0 < self.p_stop <= 1:
             raise InputError("halving: p_keep must be in [0, 1) and p_stop in (0, 1]")
         if self.flops_fraction <= 0:
             raise InputError("halving: flops_fraction must be > 0")
+        if self.fill not in FILL_POLICIES:
+            raise InputError(f"halving: fill must be one of {', '.join(FILL_POLICIES)}")
+
+
+#: how a rung's FLOPs share is filled with survivors (ranked by predicted loss):
+#: "prefix" trains the best-ranked that fit and stops at the first that does not;
+#: "first-fit" goes down the ranking and skips any candidate too costly for what is
+#: left (cheaper ones further down may still fit); "value" orders by P(best) per FLOP.
+FILL_POLICIES = ("prefix", "first-fit", "value")
 
 
 @dataclass
@@ -202,15 +215,41 @@ class SuccessiveHalving:
                 reason = f"leader P(best) {p_best[0]:.2f} >= {s.p_stop}"
             elif next_size is None:
                 reason = "no larger size below the target"
-            elif ledger.total + sum(ledger.cost(m, params[m], next_size)
-                                    for m in survivors) > limit:
-                reason = "the next rung would exceed the FLOPs budget"
             else:
+                # The rung's share: what is left, split evenly over the rungs left.
+                share = (limit - ledger.total) / (len(ladder) - level)
+                trained = self._fill(survivors, p_best, {
+                    m: ledger.cost(m, params[m], next_size) for m in survivors}, share)
+                if len(trained) < 2:
+                    # Too little for two: spend what is left on the leaders if it fits.
+                    trained = [m for m in survivors[:2]]
+                    need = sum(ledger.cost(m, params[m], next_size) for m in trained)
+                    if ledger.total + need > limit:
+                        reason = "the next rung would exceed the FLOPs budget"
+                        return HalvingResult(leader, ledger, reference, rungs, selection,
+                                             reason)
+                survivors = trained
                 run_rung(survivors, next_size)
                 rungs[-1].trained = list(survivors)
                 level += 1
                 continue
             return HalvingResult(leader, ledger, reference, rungs, selection, reason)
+
+    def _fill(self, survivors: list[str], p_best: np.ndarray, costs: dict[str, float],
+              share: float) -> list[str]:
+        """Which survivors (ranked best first) the rung's FLOPs share trains."""
+        order = list(survivors)
+        if self.settings.fill == "value":  # most P(best) per FLOP first
+            value = dict(zip(survivors, p_best, strict=True))
+            order.sort(key=lambda m: -value[m] / costs[m])
+        trained, spend = set(), 0.0
+        for model in order:
+            if spend + costs[model] <= share:
+                trained.add(model)
+                spend += costs[model]
+            elif self.settings.fill == "prefix":
+                break  # never skip a better-ranked candidate for a cheaper one
+        return [m for m in survivors if m in trained]
 
     def _survivors(self, selection: Selection, alive: list[str]
                    ) -> tuple[list[str], np.ndarray]:
@@ -223,9 +262,7 @@ class SuccessiveHalving:
         p = probability_best(selection.predicted[idx], sd)
         if not math.isfinite(sd):  # no back-test possible yet: no basis to drop anyone
             return [selection.models[j] for j in idx], p
-        keep = max(1, math.ceil(self.settings.keep_fraction * len(idx)))
-        chosen = [j for k, j in enumerate(idx) if k == 0 or
-                  (k < keep and p[k] >= self.settings.p_keep)]
+        chosen = [j for k, j in enumerate(idx) if k == 0 or p[k] >= self.settings.p_keep]
         p_chosen = probability_best(selection.predicted[chosen], sd)
         return [selection.models[j] for j in chosen], p_chosen
 
