@@ -130,7 +130,8 @@ class Selector(ABC):
             self._add_uncertainty(visible, selections, level)
         return selections
 
-    #: exponent of the back-tested error growth with the horizon (lensllm.uncertainty)
+    #: exponent of the back-tested error growth with the horizon (lensllm.uncertainty);
+    #: 1.5 is what the rule in benchmarks/tune_intervals.py picks for ``lensllm``
     interval_gamma: ClassVar[float] = 1.5
 
     def _add_uncertainty(self, requests: list[tuple[CurveSet, int, int]],
