@@ -7,6 +7,7 @@ imported inside the commands that need them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -278,7 +279,10 @@ def run_cmd(config: Path, verify: bool, flops_budget: float | None, search: str 
             workers=workers or cfg.executor.workers))
     if run_dir is not None:
         cfg = replace(cfg, run_dir=run_dir)
-    outcome = run(cfg, verify=verify, progress=Progress(quiet=quiet))
+    # stdout carries only the result: whatever the run prints (Ray's notices of dead
+    # workers, library chatter) goes to stderr, so --format json stays parseable.
+    with contextlib.redirect_stdout(sys.stderr):
+        outcome = run(cfg, verify=verify, progress=Progress(quiet=quiet))
     if fmt == "json":
         _echo(json.dumps(summary_json(outcome), indent=1, default=str))
         return

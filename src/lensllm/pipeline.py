@@ -44,6 +44,11 @@ class Progress:
             self.stream.write(("\r\033[K" if self.tty else "") + text + "\n")
             self.stream.flush()
 
+    def warn(self, text: str) -> None:
+        """A warning: shown even with ``quiet`` (it is not progress)."""
+        self.stream.write(("\r\033[K" if self.tty else "") + f"warning: {text}\n")
+        self.stream.flush()
+
     def bar(self, done: int, total: int, text: str) -> None:
         if self.quiet:
             return
@@ -123,16 +128,21 @@ def open_run(config: RunConfig, progress: Progress | None = None,
         candidates[name] = Candidate.from_dict({"name": name, **entry})
         candidates[name].checkpoint()  # a missing or broken checkpoint fails here
     task = load_task(**task_spec)
-    training = TrainConfig.from_dict(dict(config.training)).identity()
+    try:
+        training = TrainConfig.from_dict(dict(config.training)).identity()
+    except InputError as exc:  # name the file the bad setting is in
+        raise InputError(f"{config.source.name}: {exc}") from None
     largest = max(config.sizes or [config.budget])
     task.check_size(largest)
     store = Store(config.run_dir)
     store.set_meta("config", config.raw)
     ingested, corrupt = store.ingest_records()
-    if ingested or corrupt:
-        progress.message(f"recovered {ingested} finished job(s) from worker records"
-                         + (f"; {len(corrupt)} corrupt record(s) set aside and redone: "
-                            f"{', '.join(corrupt)}" if corrupt else ""))
+    if ingested:
+        progress.message(f"recovered {ingested} finished job(s) from worker records")
+    if corrupt:
+        progress.warn(f"{len(corrupt)} corrupt or partial worker record(s) moved to "
+                      f"{store.records_dir / 'corrupt'}; their jobs will be redone: "
+                      f"{', '.join(corrupt)}")
     store.log("start", detail={"argv": sys.argv[1:]})
     return RunContext(config=config, store=store,
                       executor=executor or make_executor(config.executor),
@@ -206,7 +216,12 @@ def run_jobs(ctx: RunContext, jobs: Sequence[Job], what: str) -> dict[str, dict[
                                                           "attempt": job.attempt})
         for job, outcome in ctx.executor.run(todo):
             if isinstance(outcome, JobFailure):
-                if job.attempt <= retries:
+                if not outcome.counts:  # another job's dead worker broke the pool
+                    ctx.store.log("retry", key=job.key, detail={
+                        "error": outcome.message, "attempt": job.attempt, "counted": False})
+                    again.append(job)
+                    continue
+                if job.attempt <= retries and outcome.retryable:
                     ctx.store.log("retry", key=job.key, detail={"error": outcome.message,
                                                                  "attempt": job.attempt})
                     again.append(replace(job, attempt=job.attempt + 1))
@@ -215,8 +230,8 @@ def run_jobs(ctx: RunContext, jobs: Sequence[Job], what: str) -> dict[str, dict[
                               error=outcome.message, attempts=job.attempt)
                 ctx.failures.append({"job": job.label(), "error": outcome.message,
                                      "attempts": job.attempt})
-                ctx.progress.message(f"failed after {job.attempt} attempt(s): {job.label()}: "
-                                     f"{outcome.message}")
+                ctx.progress.warn(f"failed after {job.attempt} attempt(s): {job.label()}: "
+                                  f"{outcome.message}")
             else:
                 ctx.store.put(job.key, job.kind, job.candidate, job.size, job.seed,
                               outcome["result"], attempts=job.attempt)
@@ -352,8 +367,11 @@ def run(config: RunConfig, *, verify: bool = False, progress: Progress | None = 
         sizes = ladder(config, ctx.task)
         zero = _zero_shot(ctx)
         if not zero:
-            raise InputError("every candidate failed its zero-shot evaluation; see the "
-                             "failures in the run directory's store")
+            first = ctx.failures[0] if ctx.failures else None
+            raise InputError("every candidate failed its zero-shot evaluation"
+                             + (f"; first failure: {first['job']}: {first['error']}"
+                                if first else "; see the failures in the run directory's "
+                                "store"))
         ntk = _ntk(ctx)
         tokens = tokens_per_example(ctx)
         halving = None
@@ -361,21 +379,22 @@ def run(config: RunConfig, *, verify: bool = False, progress: Progress | None = 
             search_grid(ctx, sizes)
         else:
             halving = search_adaptive(ctx, sizes, zero, ntk, tokens)
-        curves = build_curves(ctx, zero, ntk)
+        # Sizes within the budget only: a resumed --verify run has target-size runs too.
+        measured = build_curves(ctx, zero, ntk, up_to=config.budget)
         selector = make_selector(config.method)
-        budget = int(max(c.sizes.max() for c in curves if len(c)))
+        curves, budget = rankable(ctx, measured, selector)
         selection = selector.select(curves, budget, config.target, uncertainty=True)
 
-        params = {c.model: float(c.params) for c in curves}
+        params = {c.model: float(c.params) for c in measured}
         reference = sum(training_flops(params[m], config.target, tokens[m]) for m in params)
         spent = sum(training_flops(params[c.model], int(n), tokens[c.model])
-                    for c in curves for n in c.sizes)
+                    for c in measured for n in c.sizes)
         actual = sum(r["train_flops"] for runs in _finetuned(ctx).values()
-                     for r in runs.values())
+                     for n, r in runs.items() if n <= config.budget)
         ledger = {"spent_flops": spent, "reference_flops": reference,
                   "fraction": spent / reference, "saved_percent": 100 * (1 - spent / reference),
                   "actual_train_flops": actual, "tokens_per_example": tokens,
-                  "runs": sum(len(c) for c in curves)}
+                  "runs": sum(len(c) for c in measured)}
 
         verification = None
         if verify:
@@ -393,6 +412,35 @@ def run(config: RunConfig, *, verify: bool = False, progress: Progress | None = 
     finally:
         ctx.executor.close()
         ctx.store.close()
+
+
+def rankable(ctx: RunContext, curves: CurveSet, selector: Any) -> tuple[CurveSet, int]:
+    """The curves the method can rank, and the budget (largest size finished).
+
+    A candidate left with fewer finished sizes than the method needs (its fine-tuning
+    jobs failed for good) is left out of the ranking and listed with the failures,
+    instead of stopping the whole run.
+    """
+    sized = [c for c in curves if len(c)]
+    if not sized:
+        raise InputError("no fine-tuning run finished for any candidate; see the failures "
+                         "in the run directory's store")
+    budget = int(max(c.sizes.max() for c in sized))
+    keep = []
+    for curve in curves:
+        finished = curve.within(budget).sizes
+        if len(finished) >= selector.min_points:
+            keep.append(curve)
+            continue
+        note = (f"left out of the ranking: {len(finished)} fine-tuning size(s) finished "
+                f"({', '.join(str(int(n)) for n in finished) or 'none'}); the {selector.name} "
+                f"method needs {selector.min_points}")
+        ctx.failures.append({"job": f"{curve.model} (ranking)", "error": note, "attempts": 0})
+        ctx.progress.warn(f"{curve.model}: {note}")
+    if not keep:
+        raise InputError(f"no candidate has the {selector.min_points} finished fine-tuning "
+                         f"sizes the {selector.name} method needs; see the failures above")
+    return CurveSet(keep, task=curves.task), budget
 
 
 def run_verify(ctx: RunContext, sizes: Sequence[int], zero: dict[str, dict[str, Any]],

@@ -249,6 +249,8 @@ class Store:
                 result, error = payload.get("result"), payload.get("error")
                 if (result is None) == (error is None):
                     raise ValueError("a record holds exactly one of result and error")
+                if result is not None and not isinstance(result, dict):
+                    raise ValueError("the record's result is not a JSON object")
             except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
                 corrupt.append(path.name)
                 self._quarantine(path, exc)

@@ -116,9 +116,13 @@ def error_models(predictor: Predictor, requests: Sequence[tuple[CurveSet, int, i
 
 def interval(predicted: np.ndarray, log_sd: float, level: float = 0.9
              ) -> tuple[np.ndarray, np.ndarray]:
-    """Central ``level`` interval for log-normal errors of scale ``log_sd``."""
+    """Central ``level`` interval for log-normal errors of scale ``log_sd`` (NaN bounds
+    when the scale is unknown: too few sizes to back-test)."""
+    if not math.isfinite(log_sd):  # nothing to back-test yet: no interval to state
+        nan = np.full(np.shape(predicted), np.nan)
+        return nan, nan.copy()
     z = float(ndtri(0.5 + level / 2))
-    spread = np.exp(z * log_sd) if math.isfinite(log_sd) else np.inf
+    spread = np.exp(z * log_sd)
     return predicted / spread, predicted * spread
 
 

@@ -35,10 +35,19 @@ class Job:
 
 @dataclass(frozen=True)
 class JobFailure:
-    """A job that raised (or whose worker died); ``message`` is one line."""
+    """A job that raised (or whose worker died); ``message`` is one line.
+
+    ``counts=False`` marks a job that did not fail itself: another job's worker died and
+    broke the pool while this one was queued or running.  The coordinator resubmits it
+    without spending one of its retries.
+    """
 
     message: str
     detail: str = ""
+    counts: bool = True
+    #: False for bad input (an InputError): the same job would fail again, so it is
+    #: recorded as failed at once instead of spending retries
+    retryable: bool = True
 
 
 class Executor(Protocol):
@@ -114,17 +123,23 @@ def _run(job: Job) -> dict[str, Any]:
         from lensllm.finetune import load_candidate
         from lensllm.ntk import measure_ntk
 
-        threads = spec.get("num_threads")
+        # training.num_threads pins the measurement like the fine-tuning runs (restored
+        # afterwards: the local executor runs jobs inside the coordinator).
+        threads = spec["training"].get("num_threads")
+        previous = torch.get_num_threads()
         if threads:
             torch.set_num_threads(int(threads))
-        model, tokenizer = load_candidate(candidate, apply_method=spec["ntk"]["params"] ==
-                                          "lora")
-        info = candidate.checkpoint()
-        probe = task.probe_set(tokenizer, spec["ntk"]["probe_size"],
-                               max_length=spec["training"].get("max_length", 128),
-                               encoder_decoder=info.is_encoder_decoder)
-        measured = measure_ntk(model, probe, params=spec["ntk"]["params"],
-                               projection_dim=spec["ntk"]["projection_dim"], seed=job.seed)
+        try:
+            model, tokenizer = load_candidate(candidate,
+                                              apply_method=spec["ntk"]["params"] == "lora")
+            info = candidate.checkpoint()
+            probe = task.probe_set(tokenizer, spec["ntk"]["probe_size"],
+                                   max_length=spec["training"].get("max_length", 128),
+                                   encoder_decoder=info.is_encoder_decoder)
+            measured = measure_ntk(model, probe, params=spec["ntk"]["params"],
+                                   projection_dim=spec["ntk"]["projection_dim"], seed=job.seed)
+        finally:
+            torch.set_num_threads(previous)
         return {"eigenvalues": measured.eigenvalues.tolist(),
                 "projections": measured.projections.tolist(),
                 "summary": measured.summary()}
@@ -138,9 +153,15 @@ def execute(job: Job) -> dict[str, Any] | JobFailure:
         result = _run(job)
     except Exception as exc:  # every failure becomes data for the coordinator
         return JobFailure(f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
-                          traceback.format_exc(limit=8))
+                          traceback.format_exc(limit=8),
+                          retryable=not isinstance(exc, InputError))
     payload = {"kind": job.kind, "candidate": job.candidate, "size": job.size,
                "seed": job.seed, "result": result, "attempts": job.attempt}
     if job.records_dir:
-        write_record(Path(job.records_dir), job.key, payload)
+        try:
+            write_record(Path(job.records_dir), job.key, payload)
+        except OSError as exc:
+            # The record is only the crash-recovery copy: the payload still reaches the
+            # coordinator, which stores it.
+            payload["record_error"] = f"{type(exc).__name__}: {exc}"
     return payload

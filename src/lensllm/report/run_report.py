@@ -12,9 +12,12 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from lensllm.report.tables import fmt, markdown_table
 
@@ -63,8 +66,10 @@ def _plots(run_dir: Path, curves, selection, true_at_target: dict[str, float]) -
     out = []
     for i, curve in enumerate(curves):
         band = None
-        if selection.lower is not None:
+        if selection.lower is not None and np.isfinite(selection.lower[i]):
             band = (float(selection.lower[i]), float(selection.upper[i]))
+            if not all(math.isfinite(b) for b in band):
+                band = None  # no interval (too few sizes to back-test): nothing to draw
         fn = (lambda n, i=i: predict(i, n)) if predict is not None else None
         out.append(plot_curve_fit(run_dir / "plots" / f"{_slug(curve.model)}.png", curve, fn,
                                   selection.budget, selection.target, band=band,

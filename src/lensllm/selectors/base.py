@@ -69,7 +69,8 @@ class Selection:
             for name in ("lower", "upper", "p_best"):
                 values = getattr(self, name)
                 if values is not None:
-                    row[name] = float(values[i])
+                    value = float(values[i])
+                    row[name] = value if math.isfinite(value) else None
             rows.append(row)
         return rows
 

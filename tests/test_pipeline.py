@@ -1,0 +1,65 @@
+"""End to end: `lensllm run` on the micro zoo (real tiny models, real fine-tuning)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def micro_config(tmp: Path, cache: Path, **overrides) -> Path:
+    import yaml
+
+    config = yaml.safe_load((ROOT / "examples" / "micro.yaml").read_text())
+    config.update({"cache_dir": str(cache), "run_dir": str(tmp / "run")}, **overrides)
+    path = tmp / "micro.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: int = 600):
+    import os
+
+    return subprocess.run([sys.executable, "-m", "lensllm", *args], capture_output=True,
+                          text=True, timeout=timeout,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+
+
+def test_micro_zoo_end_to_end_with_verify(tmp_path, micro):
+    config = micro_config(tmp_path, micro["cache"])
+    out = run_cli("run", str(config), "--verify", "--format", "json", "--quiet")
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads(out.stdout)
+    ranking = summary["ranking"]
+    assert len(ranking) == 3 and summary["chosen"] == ranking[0]["model"]
+    assert all({"predicted", "lower", "upper", "p_best"} <= set(r) for r in ranking)
+    assert 0 < summary["ledger"]["fraction"] < 1
+    methods = {cell["method"] for cell in summary["verify"]}
+    assert {"lensllm", "lensllm-paper", "ats", "rectified", "subset-loss"} <= methods
+    run_dir = tmp_path / "run"
+    assert (run_dir / "report.md").read_text().count("![") == 3
+    assert "id=\"ranking\"" in (run_dir / "report.html").read_text()
+    from lensllm import load_curves
+
+    curves = load_curves(run_dir / "curves.json")
+    assert all(c.ntk is not None and c.ntk.steps > 0 for c in curves)
+    assert {cell["budget"] for cell in summary["verify"]} == {32, 64}
+
+    # a second invocation finds everything done: no job is submitted again
+    again = run_cli("run", str(config), "--verify", "--format", "json", "--quiet")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads(again.stdout)["chosen"] == summary["chosen"]
+    from lensllm.store import Store
+
+    with Store(run_dir) as store:
+        invocations = [e["invocation"] for e in store.events("start")]
+        assert len(invocations) == 2
+        assert not [e for e in store.events("submit") if e["invocation"] == invocations[1]]
