@@ -36,7 +36,8 @@ TOP_KEYS = {
     "zoo": "mapping {size: micro|demo|small, seed}",
     "task": "mapping {path, kind, text_field, input_field, target_field, test_size, "
             "val_size, n0}",
-    "candidates": "'zoo' or a list of candidate mappings",
+    "candidates": "'zoo', {from: zoo, learning_rate, method, lora}, or a list of candidate "
+                  "mappings",
     "sizes": "list of subset sizes (default: n0 x 2^k up to the budget)",
     "budget": "largest subset size to fine-tune on (integer)",
     "target": "full data size to predict the loss at (integer)",
@@ -86,7 +87,7 @@ class RunConfig:
     seed: int
     zoo: dict[str, Any] | None
     task: dict[str, Any]
-    candidates: list[dict[str, Any]] | str
+    candidates: list[dict[str, Any]] | str | dict[str, Any]
     sizes: list[int] | None
     budget: int
     target: int
@@ -220,7 +221,14 @@ def parse_config(data: Any, source: Path | str = "config.yaml") -> RunConfig:
         raise InputError(f"{name_of}: task.kind must be text or pairs, got {task['kind']!r}")
 
     candidates = data["candidates"]
-    if candidates == "zoo":
+    if isinstance(candidates, dict):  # {from: zoo, learning_rate: ..., method: ...}
+        shared = _mapping(candidates, _where(name_of, "candidates"),
+                          ("from", *CANDIDATE_KEYS[2:]))
+        if shared.pop("from", None) != "zoo":
+            raise InputError(f"{name_of}: candidates as a mapping must say 'from: zoo' (the "
+                             "settings then apply to every zoo candidate)")
+        candidates = {"zoo": shared}
+    if candidates == "zoo" or isinstance(candidates, dict):
         if zoo is None:
             raise InputError(f"{name_of}: candidates is 'zoo' but the config has no zoo section")
     elif isinstance(candidates, list) and candidates:

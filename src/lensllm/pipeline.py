@@ -107,8 +107,10 @@ def _resolve(config: RunConfig, progress: Progress) -> tuple[dict[str, Any], dic
                              progress=progress.message)
         progress.message(f"zoo {manifest.size}: {len(manifest.candidates)} candidates ready "
                          f"({time.perf_counter() - started:.0f} s)")
-        if candidates == "zoo":
-            candidates = [{"name": r.name, "path": str(r.path)} for r in manifest.candidates]
+        if candidates == "zoo" or isinstance(candidates, dict):
+            shared = candidates.get("zoo", {}) if isinstance(candidates, dict) else {}
+            candidates = [{"name": r.name, "path": str(r.path), **shared}
+                          for r in manifest.candidates]
         if task.get("path") == "zoo":
             task["path"] = str(build_task(config.cache_dir, seed=config.zoo["seed"]))
             task.setdefault("name", "python-docs")
