@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lensllm.errors import InputError
+from lensllm.errors import InputError, read_user_text
 
 TOP_KEYS = {
     "name": "run name (letters, digits, - and _)",
@@ -146,19 +146,7 @@ def load_config(path: str | Path) -> RunConfig:
     import yaml
 
     path = Path(path)
-    try:
-        raw_bytes = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such config file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a YAML config file") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the config ({exc.strerror})") from None
-    try:
-        text = raw_bytes.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path.name}: not UTF-8 text (invalid byte at offset {exc.start}); "
-                         "save it as UTF-8") from None
+    text = read_user_text(path, "config file", "a YAML config file")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from lensllm.errors import InputError
+from lensllm.errors import InputError, read_user_text
 
 WIDE_MODEL_COLUMNS = ("config name", "model")
 WIDE_META_COLUMNS = ("size", "family")
@@ -508,20 +508,7 @@ def load_curves(path: str | Path, fmt: str = "auto", task: str | None = None) ->
     """Load a curve file (wide CSV, long CSV or JSON; detected from its content)."""
     path = Path(path)
     source = path.name
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a curve file") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the file ({exc.strerror})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(
-            f"{source}: not UTF-8 text (invalid byte at offset {exc.start}); save it as UTF-8"
-        ) from None
+    text = read_user_text(path, "file", "a curve file")
     if "\x00" in text:
         raise InputError(f"{source}: binary data, expected a CSV or JSON curve file")
     return parse_curves(text, source=source, fmt=fmt, task=task or None)

@@ -8,6 +8,8 @@ never shows a traceback for bad input.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class LensLLMError(Exception):
     """Base class of every error lensllm raises on purpose."""
@@ -19,3 +21,25 @@ class InputError(LensLLMError, ValueError):
 
 class FitError(LensLLMError, RuntimeError):
     """A curve could not be fitted at all (no finite objective anywhere)."""
+
+
+def read_user_text(path: str | Path, kind: str = "file", expected: str = "a file") -> str:
+    """Read a file a user named, as UTF-8; every failure is one clear InputError.
+
+    ``kind`` names the file in "no such <kind>"; ``expected`` says what a directory
+    given instead should have been ("a curve file").
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such {kind}") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, expected {expected}") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the {kind} ({exc.strerror})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path.name}: not UTF-8 text (invalid byte at offset {exc.start}); "
+                         "save it as UTF-8") from None

@@ -62,6 +62,13 @@ def plot_curve_fit(path: str | Path, curve: Curve, predict: Callable | None,
     ax.set_ylabel("test loss")
     ax.set_title(title or curve.model, fontsize=10)
     ax.legend(fontsize=7, loc="best")
+    return _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> Path:
+    """Lay out, write (creating the folder) and close a figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,12 +101,7 @@ def plot_metric_by_ratio(path: str | Path, task: str, metric: str, ratios: Seque
     ax.set_title(f"{task}: {metric}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_pareto(path: str | Path, adaptive: list[dict], fixed: list[dict],
@@ -120,9 +122,4 @@ def plot_pareto(path: str | Path, adaptive: list[dict], fixed: list[dict],
     ax.set_ylabel("mean RelAcc x100")
     ax.grid(alpha=0.3, which="both")
     ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
