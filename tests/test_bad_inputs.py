@@ -29,7 +29,7 @@ CANDIDATE_MAP = ("name, path, method, learning_rate, lora, gguf_file, trust_remo
 TOP_KEYS = ("name, run_dir, cache_dir, seed, zoo, task, candidates, sizes, budget, target, "
             "method, search, flops_budget, training, ntk, executor")
 METHODS = ("zeroshot, subset-loss, model-size, vanilla, rectified, ats, lensllm, "
-           "lensllm-paper, subtuning, zero-shot, modelsize")
+           "lensllm-paper, nlpmetrics, subtuning, zero-shot, modelsize")
 TRAINING_KEYS = ("batch_size, eval_batch_size, eval_every, max_epochs, max_grad_norm, "
                  "max_length, max_steps, num_threads, patience, schedule, warmup_ratio, "
                  "weight_decay")

@@ -107,7 +107,7 @@ def test_fit_prints_parameters_and_plots(flan_csv, tmp_path):
      "error: unknown benchmark task 'imagenet'; choose from flan, wmt19, gigaword"),
     (["bench", "--methods", "ats,oracle"], "error: unknown method 'oracle'; choose from "
      "zeroshot, subset-loss, model-size, vanilla, rectified, ats, lensllm, lensllm-paper, "
-     "subtuning, zero-shot, modelsize"),
+     "nlpmetrics, subtuning, zero-shot, modelsize"),
     (["bench", "--format", "xml"], "error: Invalid value for '--format': 'xml' is not one of "
      "'table', 'json', 'csv'."),
     (["bench", "--frobnicate"], "error: No such option '--frobnicate'. Did you mean "

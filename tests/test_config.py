@@ -62,8 +62,8 @@ BAD = [
     (config(sizes=[64, 128, 512]), "c.yaml: sizes include 512, above the budget (256)"),
     (config(sizes=[64, 128]), "c.yaml: give at least 3 sizes (a law needs 3 points)"),
     (config(method="oracle"), "unknown method 'oracle'; choose from zeroshot, subset-loss, "
-     "model-size, vanilla, rectified, ats, lensllm, lensllm-paper, subtuning, zero-shot, "
-     "modelsize"),
+     "model-size, vanilla, rectified, ats, lensllm, lensllm-paper, nlpmetrics, subtuning, "
+     "zero-shot, modelsize"),
     (config(search="random"), "c.yaml: search must be adaptive or grid, got 'random'"),
     (config(flops_budget=2), "c.yaml: flops_budget must be between 1e-06 and 1, got 2"),
     (config(flops_budget=float("nan")), "c.yaml: flops_budget must be a number, got nan"),

@@ -44,6 +44,10 @@ def test_micro_zoo_end_to_end_with_verify(tmp_path, micro):
     assert 0 < summary["ledger"]["fraction"] < 1
     methods = {cell["method"] for cell in summary["verify"]}
     assert {"lensllm", "lensllm-paper", "ats", "rectified", "subset-loss"} <= methods
+    import importlib.util
+
+    if importlib.util.find_spec("weightwatcher") is not None:  # the nlpmetrics extra
+        assert "nlpmetrics" in methods
     run_dir = tmp_path / "run"
     assert (run_dir / "report.md").read_text().count("![") == 3
     assert "id=\"ranking\"" in (run_dir / "report.html").read_text()

@@ -101,7 +101,7 @@ def test_method_specs():
 @pytest.mark.parametrize("call, message", [
     (lambda c: lensllm.select(c, "magic", budget=800, target=3200),
      "unknown method 'magic'; choose from zeroshot, subset-loss, model-size, vanilla, "
-     "rectified, ats, lensllm, lensllm-paper, subtuning, zero-shot, modelsize"),
+     "rectified, ats, lensllm, lensllm-paper, nlpmetrics, subtuning, zero-shot, modelsize"),
     (lambda c: lensllm.select(c, "ats", budget=3200, target=3200),
      "budget (3200) must be smaller than the target (3200): the point is to predict the "
      "loss at a data size you have not trained on"),
@@ -155,3 +155,21 @@ def test_same_inputs_same_ranking():
     second = lensllm.select(curves, "rectified", budget=12800, target=1638400)
     assert first.chosen == second.chosen
     np.testing.assert_array_equal(first.scores, second.scores)
+
+
+def test_nlpmetrics_ranks_by_the_weight_spectrum_metric():
+    import json
+
+    curves = {"task": "t", "curves": [
+        {"model": m, "points": [[200, 3.0], [400, 2.8], [800, 2.6]], "metrics": {"pl_alpha": a}}
+        for m, a in (("a", 4.0), ("b", 2.5), ("c", 3.0))]}
+    cs = parse_curves(json.dumps(curves))
+    sel = lensllm.select(cs, "nlpmetrics", budget=800, target=3200)
+    assert sel.chosen == "b" and list(sel.ranks) == [3, 1, 2] and sel.p_best is None
+    assert cs.to_json()["curves"][0]["metrics"] == {"pl_alpha": 4.0}
+    with pytest.raises(InputError) as info:
+        lensllm.select(cs, "nlpmetrics[metric=e_tpl_lambda]", budget=800, target=3200)
+    assert str(info.value) == (
+        "t: model 'a' has no e_tpl_lambda measurement; the nlpmetrics method needs "
+        "weight-spectrum metrics, which lensllm run computes when the nlpmetrics extra "
+        "(weightwatcher) is installed")

@@ -14,8 +14,9 @@ Three file formats load into a CurveSet (see :func:`load_curves`):
 * **long CSV** -- one row per measurement: ``model, n, loss`` plus optional
   ``params``, ``family`` and ``task`` (a file may hold several tasks).
 * **JSON** -- ``{"task": ..., "curves": [{"model", "points": [[n, loss], ...],
-  "zero_shot", "params", "family", "ntk": {...}}]}``; the only format that carries
-  NTK spectra, written by ``lensllm run``.
+  "zero_shot", "params", "family", "ntk": {...}, "metrics": {...}}]}``; the only
+  format that carries NTK spectra and weight-spectrum metrics, written by
+  ``lensllm run``.
 """
 
 from __future__ import annotations
@@ -122,6 +123,8 @@ class Curve:
     params: float | None = None
     family: str | None = None
     ntk: NTKSpectrum | None = None
+    #: weight-spectrum metrics of the pretrained model (e.g. ``pl_alpha``), if measured
+    metrics: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         sizes = np.asarray(self.sizes, dtype=np.int64).ravel()
@@ -259,6 +262,8 @@ class CurveSet(Sequence[Curve]):
             }
             if c.ntk is not None:
                 entry["ntk"] = c.ntk.to_dict()
+            if c.metrics:
+                entry["metrics"] = dict(c.metrics)
             curves.append(entry)
         return {"task": self.task, "curves": curves}
 
@@ -454,7 +459,8 @@ def _parse_json(text: str, source: str, task: str | None) -> CurveSet:
         where = f"{source}: curves[{i}]"
         if not isinstance(entry, dict):
             raise InputError(f"{where}: expected an object")
-        unknown = set(entry) - {"model", "points", "zero_shot", "params", "family", "ntk"}
+        unknown = set(entry) - {"model", "points", "zero_shot", "params", "family", "ntk",
+                                "metrics"}
         if unknown:
             raise InputError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
         model = entry.get("model")
@@ -483,7 +489,15 @@ def _parse_json(text: str, source: str, task: str | None) -> CurveSet:
         ntk = None
         if entry.get("ntk") is not None:
             ntk = NTKSpectrum.from_dict(entry["ntk"], where=f"{where}.ntk")
-        curves.append(_build_curve(model.strip(), pts, params, family, ntk))
+        metrics = entry.get("metrics")
+        if metrics is not None:
+            if not isinstance(metrics, dict) or not all(
+                    isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
+                    for k, v in metrics.items()):
+                raise InputError(f"{where}: 'metrics' must map names to numbers")
+            metrics = {k: float(v) for k, v in metrics.items()}
+        curve = _build_curve(model.strip(), pts, params, family, ntk)
+        curves.append(replace(curve, metrics=metrics) if metrics else curve)
     return CurveSet(curves, task=name)
 
 

@@ -77,6 +77,7 @@ class RunContext:
     task: Any  # lensllm.finetune.Task
     training: dict[str, Any]
     failures: list[dict[str, Any]] = field(default_factory=list)
+    weight_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -192,6 +193,16 @@ def ntk_job(ctx: RunContext, name: str) -> Job:
                records_dir=str(ctx.store.records_dir))
 
 
+def metrics_job(ctx: RunContext, name: str) -> Job:
+    candidate = ctx.candidates[name]
+    spec = {"kind": "nlpmetrics", "candidate": candidate.identity()}
+    return Job(key=job_key(spec), kind="nlpmetrics", candidate=name, size=None,
+               seed=ctx.config.seed,
+               spec={"candidate": candidate.to_dict(), "task": ctx.task_spec,
+                     "training": dict(ctx.config.training)},
+               records_dir=str(ctx.store.records_dir))
+
+
 def run_jobs(ctx: RunContext, jobs: Sequence[Job], what: str) -> dict[str, dict[str, Any]]:
     """Run the jobs not yet in the store (with retries); returns key -> result.
 
@@ -261,6 +272,21 @@ def _ntk(ctx: RunContext) -> dict[str, dict[str, Any]]:
     return {job.candidate: results[job.key] for job in jobs if job.key in results}
 
 
+def _weight_metrics(ctx: RunContext) -> None:
+    """The NLPmetrics baseline's weight-spectrum metrics, when weightwatcher is there."""
+    import importlib.util
+
+    if importlib.util.find_spec("weightwatcher") is None:
+        return
+    jobs = [metrics_job(ctx, name) for name in ctx.candidates]
+    results = run_jobs(ctx, jobs, "weight-spectrum metrics")
+    for job in jobs:
+        if job.key in results:
+            ctx.weight_metrics[job.candidate] = {
+                k: float(v) for k, v in results[job.key].items()
+                if k in ("pl_alpha", "e_tpl_lambda") and v is not None}
+
+
 def _finetuned(ctx: RunContext) -> dict[str, dict[int, dict[str, Any]]]:
     """Every finished fine-tuning result in the store of the current candidates/task."""
     out: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in ctx.candidates}
@@ -304,7 +330,8 @@ def build_curves(ctx: RunContext, zero: dict[str, dict[str, Any]],
                 steps=float(points[int(sizes[0])]["steps"]),
                 info=ntk[name]["summary"])
         curves.append(Curve(name, sizes, losses, zero_shot=zero[name]["zero_shot_test_loss"],
-                            params=float(zero[name]["total_params"]), ntk=spectrum))
+                            params=float(zero[name]["total_params"]), ntk=spectrum,
+                            metrics=ctx.weight_metrics.get(name) or None))
     return CurveSet(curves, task=ctx.task.name)
 
 
@@ -375,6 +402,7 @@ def run(config: RunConfig, *, verify: bool = False, progress: Progress | None = 
                                 if first else "; see the failures in the run directory's "
                                 "store"))
         ntk = _ntk(ctx)
+        _weight_metrics(ctx)
         tokens = tokens_per_example(ctx)
         halving = None
         if config.search == "grid":
@@ -456,7 +484,10 @@ def run_verify(ctx: RunContext, sizes: Sequence[int], zero: dict[str, dict[str, 
     search_grid(ctx, [*sizes, config.target])
     curves = build_curves(ctx, zero, ntk)
     budgets = [n for n in sizes if sum(1 for m in sizes if m <= n) >= 3]
-    methods = [m for m in SELECTORS if m != "model-size" or all(c.params for c in curves)]
+    usable = {"model-size": all(c.params for c in curves),
+              "nlpmetrics": all((c.metrics or {}).get("pl_alpha") is not None
+                                for c in curves)}
+    methods = [m for m in SELECTORS if usable.get(m, True)]
     try:
         return evaluate(curves, methods=methods, budgets=budgets, target=config.target)
     except LensLLMError as exc:

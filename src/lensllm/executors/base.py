@@ -143,7 +143,42 @@ def _run(job: Job) -> dict[str, Any]:
         return {"eigenvalues": measured.eigenvalues.tolist(),
                 "projections": measured.projections.tolist(),
                 "summary": measured.summary()}
+    if job.kind == "nlpmetrics":
+        return _weight_metrics(candidate)
     raise InputError(f"unknown job kind {job.kind!r}")
+
+
+def _weight_metrics(candidate: Any) -> dict[str, Any]:
+    """weightwatcher's layer-mean PL alpha and E_TPL lambda of the pretrained weights."""
+    import logging
+    import warnings
+
+    try:
+        import weightwatcher
+    except ImportError:
+        raise InputError("the nlpmetrics baseline needs weightwatcher; install it with: "
+                         "pip install 'lensllm[nlpmetrics]'") from None
+    from lensllm.finetune import load_candidate
+
+    model, _ = load_candidate(candidate, apply_method=False)
+    quiet = logging.getLogger("weightwatcher")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            watcher = weightwatcher.WeightWatcher(model=model)
+            pl = watcher.analyze(fit="PL")
+            tpl = watcher.analyze(fit="E_TPL", pl_package="powerlaw")
+    finally:
+        quiet.setLevel(level)
+
+    def layer_mean(frame, column: str) -> float | None:
+        values = [float(v) for v in frame[column] if float(v) > 0]  # -1 marks a failed fit
+        return sum(values) / len(values) if values else None
+
+    return {"pl_alpha": layer_mean(pl, "alpha"), "e_tpl_lambda": layer_mean(tpl, "Lambda"),
+            "layers": len(pl), "e_tpl_fitted_layers": int((tpl["Lambda"] > 0).sum())}
 
 
 def execute(job: Job) -> dict[str, Any] | JobFailure:

@@ -14,7 +14,7 @@ from typing import Any
 from lensllm.errors import InputError
 from lensllm.selectors.ats import AtS
 from lensllm.selectors.base import Selection, Selector, check_budget
-from lensllm.selectors.baselines import ModelSize, SubsetLoss, ZeroShot
+from lensllm.selectors.baselines import ModelSize, NLPMetrics, SubsetLoss, ZeroShot
 from lensllm.selectors.lawfit import LensLLMPaperFit, RectifiedFit, VanillaFit
 from lensllm.selectors.pooled import PooledLensLLM
 
@@ -27,6 +27,7 @@ SELECTORS: dict[str, type[Selector]] = {
     "ats": AtS,
     "lensllm": PooledLensLLM,
     "lensllm-paper": LensLLMPaperFit,
+    "nlpmetrics": NLPMetrics,
 }
 ALIASES = {"subtuning": "subset-loss", "zero-shot": "zeroshot", "modelsize": "model-size"}
 DEFAULT_METHODS = ("zeroshot", "subset-loss", "model-size", "vanilla", "rectified", "ats",
@@ -101,6 +102,7 @@ __all__ = [
     "AtS",
     "LensLLMPaperFit",
     "ModelSize",
+    "NLPMetrics",
     "PooledLensLLM",
     "RectifiedFit",
     "Selection",

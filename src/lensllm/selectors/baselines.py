@@ -57,3 +57,37 @@ class ModelSize(Selector):
     def _select(self, curves: CurveSet, budget: int, target: int) -> Selection:
         scores = np.array([math.log(c.params) for c in curves])
         return self._selection(curves, budget, target, scores)
+
+
+class NLPMetrics(Selector):
+    """Rank by a heavy-tailed weight-spectrum metric of the pretrained weights, computed
+    by the ``weightwatcher`` package (the NLPmetrics baseline of the LensLLM paper; no
+    training needed): ``pl_alpha`` (default) or ``e_tpl_lambda``, the mean over layers of
+    the power-law exponent / the E_TPL truncation parameter.  Lower is taken as better
+    (heavier tails: better-trained layers).  ``lensllm run`` measures both when the
+    ``nlpmetrics`` extra is installed; curve files carry them under ``metrics``."""
+
+    name = "nlpmetrics"
+    score_label = "weight-spectrum metric"
+    METRICS = ("pl_alpha", "e_tpl_lambda")
+
+    def __init__(self, metric: str = "pl_alpha") -> None:
+        if metric not in self.METRICS:
+            raise InputError(f"nlpmetrics: unknown metric {metric!r}; use "
+                             f"{' or '.join(self.METRICS)}")
+        self.metric = metric
+
+    def settings(self):
+        return {"metric": self.metric}
+
+    def _check_curve(self, curve, budget: int, task: str) -> None:
+        value = (curve.metrics or {}).get(self.metric)
+        if value is None or not math.isfinite(value):
+            raise InputError(
+                f"{task}: model {curve.model!r} has no {self.metric} measurement; the "
+                "nlpmetrics method needs weight-spectrum metrics, which lensllm run computes "
+                "when the nlpmetrics extra (weightwatcher) is installed")
+
+    def _select(self, curves: CurveSet, budget: int, target: int) -> Selection:
+        return self._selection(curves, budget, target,
+                               [c.metrics[self.metric] for c in curves])
