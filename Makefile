@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # torch is pinned to the CPU wheel available offline, in the same pip command as its
 # dependents; anything else pulls a multi-gigabyte CUDA build.
-EXTRAS ?= finetune,ray,nlpmetrics,dev
+EXTRAS ?= finetune,datasets,ray,nlpmetrics,dev
 
 .PHONY: run test test-all venv bench-speed clean
 
