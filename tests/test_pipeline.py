@@ -67,3 +67,34 @@ def test_micro_zoo_end_to_end_with_verify(tmp_path, micro):
         invocations = [e["invocation"] for e in store.events("start")]
         assert len(invocations) == 2
         assert not [e for e in store.events("submit") if e["invocation"] == invocations[1]]
+
+
+@pytest.mark.torch
+def test_weight_metrics_job_is_silent_and_leaves_logging_alone(micro):
+    """weightwatcher logs at import time and calls logging.basicConfig, powerlaw prints:
+    a metrics job in a fresh process prints nothing, leaves the root logger without
+    handlers, and measures both PL alpha and E_TPL lambda."""
+    pytest.importorskip("weightwatcher")
+    name, path = sorted(micro["candidates"].items())[0]
+    script = f"""
+import json, logging
+from lensllm.executors import Job
+from lensllm.executors.base import execute
+from lensllm.finetune import Candidate
+spec = {{"candidate": Candidate(name={name!r}, path={path!r}).to_dict(),
+        "task": {{"path": {str(micro["task"])!r}, "test_size": 8, "val_size": 8}},
+        "training": {{}}}}
+out = execute(Job(key="k", kind="nlpmetrics", candidate={name!r}, size=None, seed=0,
+                  spec=spec, records_dir=""))
+print(json.dumps({{"result": out, "root_handlers": len(logging.getLogger().handlers)}}))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stderr == ""
+    report = json.loads(out.stdout)
+    assert report["root_handlers"] == 0
+    result = report["result"]["result"]
+    assert result["pl_alpha"] > 0 and result["layers"] > 0
+    # every layer's truncated-power-law fit succeeds (powerlaw 2 broke them all)
+    assert result["e_tpl_lambda"] > 0 and result["e_tpl_fitted_layers"] == result["layers"]

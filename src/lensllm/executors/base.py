@@ -150,22 +150,34 @@ def _run(job: Job) -> dict[str, Any]:
 
 def _weight_metrics(candidate: Any) -> dict[str, Any]:
     """weightwatcher's layer-mean PL alpha and E_TPL lambda of the pretrained weights."""
+    import io
     import logging
     import warnings
+    from contextlib import redirect_stderr, redirect_stdout
+    from logging import NullHandler
 
-    try:
-        import weightwatcher
-    except ImportError:
-        raise InputError("the nlpmetrics baseline needs weightwatcher; install it with: "
-                         "pip install 'lensllm[nlpmetrics]'") from None
     from lensllm.finetune import load_candidate
 
-    model, _ = load_candidate(candidate, apply_method=False)
-    quiet = logging.getLogger("weightwatcher")
+    # weightwatcher logs warnings while it is imported and calls logging.basicConfig:
+    # silence its logger first, and give the root logger a handler for the import so
+    # that basicConfig leaves this process's logging alone.
+    quiet, root, guard = logging.getLogger("weightwatcher"), logging.getLogger(), NullHandler()
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)
+    root.addHandler(guard)
     try:
-        with warnings.catch_warnings():
+        try:
+            import weightwatcher
+        except ImportError:
+            raise InputError("the nlpmetrics baseline needs weightwatcher; install it with: "
+                             "pip install 'lensllm[nlpmetrics]'") from None
+        finally:
+            root.removeHandler(guard)
+        model, _ = load_candidate(candidate, apply_method=False)
+        # powerlaw prints its progress: keep it out of the run's output (the local
+        # executor runs jobs inside the coordinator, whose stdout may carry JSON).
+        with warnings.catch_warnings(), redirect_stdout(io.StringIO()), \
+                redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             watcher = weightwatcher.WeightWatcher(model=model)
             pl = watcher.analyze(fit="PL")
