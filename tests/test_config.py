@@ -25,7 +25,9 @@ def test_valid_config_and_defaults(tmp_path):
     assert cfg.name == "demo" and cfg.method == "lensllm" and cfg.search == "adaptive"
     assert cfg.run_dir == tmp_path / "runs" / "demo"
     assert cfg.candidates[0]["path"] == str(tmp_path / "ckpt-a")
-    assert cfg.executor.kind == "local" and cfg.executor.workers == 1
+    # workers None: one per visible GPU, else one; device auto: a GPU when there is one
+    assert cfg.executor.kind == "local" and cfg.executor.workers is None
+    assert cfg.executor.device == "auto"
     assert cfg.ntk.enabled and cfg.ntk.params == "last"
 
 
@@ -71,7 +73,11 @@ BAD = [
      "'slurm'"),
     (config(executor={"workers": 0}), "c.yaml: executor.workers must be >= 1, got 0"),
     (config(executor={"threads": 2}), "c.yaml: executor: unknown key 'threads'; known keys: "
-     "kind, workers, retries, address, num_cpus, num_gpus"),
+     "kind, workers, retries, address, num_cpus, num_gpus, device"),
+    (config(executor={"device": "tpu"}), "c.yaml: executor.device must be auto, cpu or cuda, "
+     "got 'tpu' (choose GPUs with CUDA_VISIBLE_DEVICES)"),
+    (config(executor={"device": "cuda:1"}), "c.yaml: executor.device must be auto, cpu or "
+     "cuda, got 'cuda:1' (choose GPUs with CUDA_VISIBLE_DEVICES)"),
     (config(ntk={"probe_size": 1}), "c.yaml: ntk.probe_size must be >= 2, got 1"),
     (config(ntk={"enabled": "yes"}), "c.yaml: ntk.enabled must be true or false"),
     (config(zoo={"size": "huge"}), "c.yaml: zoo.size must be micro, demo or small, got "

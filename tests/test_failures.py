@@ -17,7 +17,6 @@ bit-identical across executors and can be compared with an uninterrupted referen
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import math
 import os
@@ -42,10 +41,8 @@ pytestmark = pytest.mark.torch
 
 CANDIDATES = ("d32-L1-pt240", "d64-L2-pt80", "d96-L2-pt30")
 SIZES = (16, 32, 64)
-# zero-shot + NTK + one per size, + the NLPmetrics job when the nlpmetrics extra is there
-HAS_NLPMETRICS = importlib.util.find_spec("weightwatcher") is not None
-PER_CANDIDATE = 2 + len(SIZES) + HAS_NLPMETRICS
-N_JOBS = len(CANDIDATES) * PER_CANDIDATE
+# zero-shot + NTK + one per size (weight-spectrum jobs run only for nlpmetrics or --verify)
+N_JOBS = len(CANDIDATES) * (2 + len(SIZES))
 # Fields that legitimately differ between two runs of the same job.
 VOLATILE = ("time_s", "seconds", "threads", "rss")
 
@@ -345,7 +342,7 @@ def test_zero_retries_fail_a_crashed_job_at_once(micro, tmp_path):
     assert [(r["candidate"], r["size"], r["attempts"]) for r in failed] == [
         ("d32-L1-pt240", 16, 1)]
     assert failed[0]["error"] == "the worker process died while running the job"
-    assert len(rows) == 3 * (5 + HAS_NLPMETRICS) and all(r["attempts"] == 1 for r in rows.values())
+    assert len(rows) == 3 * 5 and all(r["attempts"] == 1 for r in rows.values())
 
 
 # ----------------------------------------------------------------- (c) broken records

@@ -21,6 +21,7 @@ def micro_config(tmp: Path, cache: Path, **overrides) -> Path:
     config = yaml.safe_load((ROOT / "examples" / "micro.yaml").read_text())
     config.update({"cache_dir": str(cache), "run_dir": str(tmp / "run")}, **overrides)
     path = tmp / "micro.yaml"
+    tmp.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -98,3 +99,26 @@ print(json.dumps({{"result": out, "root_handlers": len(logging.getLogger().handl
     assert result["pl_alpha"] > 0 and result["layers"] > 0
     # every layer's truncated-power-law fit succeeds (powerlaw 2 broke them all)
     assert result["e_tpl_lambda"] > 0 and result["e_tpl_fitted_layers"] == result["layers"]
+
+
+@pytest.mark.slow
+def test_nlpmetrics_method_measures_the_weights(tmp_path, micro):
+    """Weight-spectrum jobs run for the nlpmetrics method (it ranks by them) and with
+    --verify; a plain run of another method has none (test_failures' reference run
+    counts its jobs exactly)."""
+    pytest.importorskip("weightwatcher")
+    from lensllm.store import Store
+
+    config = micro_config(tmp_path, micro["cache"], search="grid", ntk={"enabled": False},
+                          task={"path": str(micro["task"]), "n0": 8, "val_size": 16},
+                          training={"batch_size": 8, "max_length": 32, "max_epochs": 1,
+                                    "num_threads": 1},
+                          budget=32, target=64, method="nlpmetrics[metric=e_tpl_lambda]")
+    out = run_cli("run", str(config), "--format", "json", "--quiet")
+    assert out.returncode == 0, out.stderr[-3000:]
+    with Store(tmp_path / "run") as store:
+        metrics = {row.candidate: row.result for row in store.jobs("nlpmetrics", "done")}
+    assert set(metrics) == set(micro["candidates"])
+    ranking = json.loads(out.stdout)["ranking"]
+    lambdas = [metrics[r["model"]]["e_tpl_lambda"] for r in ranking]
+    assert lambdas == sorted(lambdas)  # lower lambda ranks first

@@ -47,14 +47,15 @@ TOP_KEYS = {
                     "target (0-1)",
     "training": "fine-tuning settings (batch_size, max_length, max_epochs, ...)",
     "ntk": "mapping {enabled, params, probe_size, projection_dim}",
-    "executor": "mapping {kind: local|ray, workers, retries, address, num_cpus, num_gpus}",
+    "executor": "mapping {kind: local|ray, workers, retries, address, num_cpus, num_gpus, "
+                "device}",
 }
 TASK_KEYS = ("path", "kind", "text_field", "input_field", "target_field", "txt_unit",
              "test_size", "val_size", "n0", "name")
 CANDIDATE_KEYS = ("name", "path", "method", "learning_rate", "lora", "gguf_file",
                   "trust_remote_code")
 NTK_KEYS = ("enabled", "params", "probe_size", "projection_dim")
-EXECUTOR_KEYS = ("kind", "workers", "retries", "address", "num_cpus", "num_gpus")
+EXECUTOR_KEYS = ("kind", "workers", "retries", "address", "num_cpus", "num_gpus", "device")
 ZOO_KEYS = ("size", "seed")
 
 
@@ -69,11 +70,14 @@ class NTKSettings:
 @dataclass(frozen=True)
 class ExecutorSettings:
     kind: str = "local"
-    workers: int = 1
+    #: local pool size; None = one worker per visible GPU, or one (all cores) without GPUs
+    workers: int | None = None
     retries: int = 1
     address: str | None = None
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+    #: where jobs compute: auto (a visible GPU, else the CPU), cpu or cuda
+    device: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -293,6 +297,11 @@ def parse_config(data: Any, source: Path | str = "config.yaml") -> RunConfig:
     for key in ("num_cpus", "num_gpus"):
         if key in ex_raw:
             ex_raw[key] = _number(ex_raw[key], _where(name_of, f"executor.{key}"), 0, 1024)
+    if "device" in ex_raw:
+        from lensllm.finetune.device import check_device_setting
+
+        ex_raw["device"] = check_device_setting(ex_raw["device"],
+                                                _where(name_of, "executor.device"))
     if ex_raw.get("address") is not None and not isinstance(ex_raw["address"], str):
         raise InputError(f"{name_of}: executor.address must be a string like 'auto' or "
                          "'ray://head:10001'")

@@ -175,7 +175,8 @@ def finetune_job(ctx: RunContext, name: str, size: int) -> Job:
                seed=ctx.config.seed,
                spec={"candidate": candidate.to_dict(), "task": ctx.task_spec,
                      "training": dict(ctx.config.training),
-                     "cache_dir": str(ctx.config.cache_dir)},
+                     "cache_dir": str(ctx.config.cache_dir),
+                     "device": ctx.config.executor.device},
                records_dir=str(ctx.store.records_dir))
 
 
@@ -189,7 +190,8 @@ def ntk_job(ctx: RunContext, name: str) -> Job:
     return Job(key=job_key(spec), kind="ntk", candidate=name, size=None,
                seed=ctx.config.seed,
                spec={"candidate": candidate.to_dict(), "task": ctx.task_spec,
-                     "training": dict(ctx.config.training), "ntk": settings},
+                     "training": dict(ctx.config.training), "ntk": settings,
+                     "device": ctx.config.executor.device},
                records_dir=str(ctx.store.records_dir))
 
 
@@ -272,16 +274,19 @@ def _ntk(ctx: RunContext) -> dict[str, dict[str, Any]]:
     return {job.candidate: results[job.key] for job in jobs if job.key in results}
 
 
-def _weight_metrics(ctx: RunContext) -> None:
-    """The NLPmetrics baseline's weight-spectrum metrics, when weightwatcher is there."""
+def weight_metric_jobs(ctx: RunContext) -> list[Job]:
+    """The NLPmetrics baseline's weight-spectrum jobs (none without weightwatcher)."""
     import importlib.util
 
     if importlib.util.find_spec("weightwatcher") is None:
-        return
-    jobs = [metrics_job(ctx, name) for name in ctx.candidates]
-    results = run_jobs(ctx, jobs, "weight-spectrum metrics")
+        return []
+    return [metrics_job(ctx, name) for name in ctx.candidates]
+
+
+def record_weight_metrics(ctx: RunContext, jobs: Sequence[Job],
+                          results: dict[str, dict[str, Any]]) -> None:
     for job in jobs:
-        if job.key in results:
+        if job.kind == "nlpmetrics" and job.key in results:
             ctx.weight_metrics[job.candidate] = {
                 k: float(v) for k, v in results[job.key].items()
                 if k in ("pl_alpha", "e_tpl_lambda") and v is not None}
@@ -402,7 +407,11 @@ def run(config: RunConfig, *, verify: bool = False, progress: Progress | None = 
                                 if first else "; see the failures in the run directory's "
                                 "store"))
         ntk = _ntk(ctx)
-        _weight_metrics(ctx)
+        if config.method.split("[")[0] == "nlpmetrics":
+            # Only this method needs them before ranking; --verify measures them for
+            # scoring alongside its fine-tuning runs.
+            jobs = weight_metric_jobs(ctx)
+            record_weight_metrics(ctx, jobs, run_jobs(ctx, jobs, "weight-spectrum metrics"))
         tokens = tokens_per_example(ctx)
         halving = None
         if config.search == "grid":
@@ -481,7 +490,13 @@ def run_verify(ctx: RunContext, sizes: Sequence[int], zero: dict[str, dict[str, 
 
     config = ctx.config
     ctx.task.check_size(config.target)
-    search_grid(ctx, [*sizes, config.target])
+    # The weight-spectrum jobs share the batch with the (long) target-size runs, so a
+    # pool worker that would idle at the end measures them.
+    jobs = [finetune_job(ctx, name, n) for n in [*sizes, config.target]
+            for name in ctx.candidates]
+    metric_jobs = weight_metric_jobs(ctx)
+    record_weight_metrics(ctx, metric_jobs,
+                          run_jobs(ctx, jobs + metric_jobs, "verification runs"))
     curves = build_curves(ctx, zero, ntk)
     budgets = [n for n in sizes if sum(1 for m in sizes if m <= n) >= 3]
     usable = {"model-size": all(c.params for c in curves),

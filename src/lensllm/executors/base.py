@@ -66,8 +66,9 @@ def make_executor(settings: Any) -> Executor:
     """An executor from :class:`lensllm.config.ExecutorSettings`."""
     if settings.kind == "local":
         from lensllm.executors.local import LocalExecutor
+        from lensllm.finetune.device import visible_gpus
 
-        return LocalExecutor(workers=settings.workers)
+        return LocalExecutor(workers=settings.workers, gpus=visible_gpus(settings.device))
     if settings.kind == "ray":
         from lensllm.executors.ray_executor import RayExecutor
 
@@ -115,7 +116,8 @@ def _run(job: Job) -> dict[str, Any]:
 
         config = TrainConfig.from_dict(spec["training"])
         result = run_finetune(candidate, task, int(job.size or 0), seed=job.seed,
-                              config=config, cache_dir=spec.get("cache_dir"))
+                              config=config, cache_dir=spec.get("cache_dir"),
+                              device=spec.get("device", "auto"))
         return result.to_dict()
     if job.kind == "ntk":
         import torch
@@ -131,7 +133,8 @@ def _run(job: Job) -> dict[str, Any]:
             torch.set_num_threads(int(threads))
         try:
             model, tokenizer = load_candidate(candidate,
-                                              apply_method=spec["ntk"]["params"] == "lora")
+                                              apply_method=spec["ntk"]["params"] == "lora",
+                                              device=spec.get("device", "auto"))
             info = candidate.checkpoint()
             probe = task.probe_set(tokenizer, spec["ntk"]["probe_size"],
                                    max_length=spec["training"].get("max_length", 128),
@@ -142,7 +145,8 @@ def _run(job: Job) -> dict[str, Any]:
             torch.set_num_threads(previous)
         return {"eigenvalues": measured.eigenvalues.tolist(),
                 "projections": measured.projections.tolist(),
-                "summary": measured.summary()}
+                "summary": {**measured.summary(),
+                            "device": str(next(model.parameters()).device)}}
     if job.kind == "nlpmetrics":
         return _weight_metrics(candidate)
     raise InputError(f"unknown job kind {job.kind!r}")

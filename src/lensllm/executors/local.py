@@ -1,4 +1,5 @@
-"""The local executor: in-process for one worker, a process pool for several."""
+"""The local executor: in-process for one worker, a process pool for several; with
+GPUs, one pool worker per GPU."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -34,10 +35,14 @@ def _on_sigterm(signum: int, frame: Any) -> None:  # pragma: no cover - in a wor
         os._exit(128 + signum)
 
 
-def _init_worker(threads: int, marker_dir: str = "") -> None:
+def _init_worker(threads: int, marker_dir: str = "", gpu_ids: Any = None) -> None:
     global _MARKER_DIR
     # Several torch processes on few cores: oversubscribed threads run 5-10x slower.
     os.environ["OMP_NUM_THREADS"] = str(threads)
+    if gpu_ids is not None:
+        # This worker's GPU, set before torch initialises CUDA: inside the worker the
+        # device setting "auto" then means exactly this GPU.
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu_ids.get(timeout=60)
     _MARKER_DIR = marker_dir
     if marker_dir:
         signal.signal(signal.SIGTERM, _on_sigterm)
@@ -66,6 +71,11 @@ class LocalExecutor:
     a 2-core machine wants for tiny models); more workers use a spawn-based pool with
     ``cores // workers`` torch threads each.
 
+    ``gpus`` (``CUDA_VISIBLE_DEVICES`` entries, see :func:`lensllm.finetune.device.
+    visible_gpus`): the pool's workers are spread over them, worker i on GPU i mod
+    len(gpus), so that with ``workers=None`` (the default: one worker per GPU, or one
+    without GPUs) every GPU runs one job at a time.
+
     A worker that dies (killed, out of memory) breaks the pool: the job(s) it was
     running come back as :class:`JobFailure`; jobs still queued come back as failures
     that do not count against their retries; jobs that had finished keep their results.
@@ -74,8 +84,9 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, workers: int = 1) -> None:
-        self.workers = max(1, int(workers))
+    def __init__(self, workers: int | None = None, gpus: Sequence[str] = ()) -> None:
+        self.gpus = [str(g) for g in gpus]
+        self.workers = max(1, int(workers if workers is not None else len(self.gpus) or 1))
         self.threads = max(1, (os.cpu_count() or 1) // self.workers)
         self._pool: ProcessPoolExecutor | None = None
         self._markers: str | None = None
@@ -84,9 +95,17 @@ class LocalExecutor:
         if self._pool is None:
             if self._markers is None:
                 self._markers = tempfile.mkdtemp(prefix="lensllm-workers-")
+            context = multiprocessing.get_context("spawn")
+            gpu_ids = None
+            if self.gpus:
+                # One id per worker the pool will start; a broken pool is replaced by a
+                # fresh one with a fresh queue.
+                gpu_ids = context.Queue()
+                for i in range(self.workers):
+                    gpu_ids.put(self.gpus[i % len(self.gpus)])
             self._pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker, initargs=(self.threads, self._markers))
+                max_workers=self.workers, mp_context=context,
+                initializer=_init_worker, initargs=(self.threads, self._markers, gpu_ids))
         return self._pool
 
     def run(self, jobs: Iterable[Job]) -> Iterator[tuple[Job, dict[str, Any] | JobFailure]]:

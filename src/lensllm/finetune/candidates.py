@@ -462,9 +462,10 @@ def _is_number(value: Any) -> bool:
 
 
 def load_candidate(
-    candidate: Candidate, *, apply_method: bool = True
+    candidate: Candidate, *, apply_method: bool = True, device: str | None = "cpu"
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load ``(model, tokenizer)``: fp32, eager attention, CPU, ``use_cache`` off.
+    """Load ``(model, tokenizer)``: fp32, eager attention, ``use_cache`` off, on
+    ``device`` (``cpu``, ``cuda`` or ``auto``/None: a visible GPU, else the CPU).
 
     With ``apply_method`` and ``method == "lora"`` the model comes wrapped by peft
     with fresh adapters (their random init draws from torch's global RNG: seed it
@@ -509,7 +510,9 @@ def load_candidate(
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-    model.to(device="cpu", dtype=torch.float32)
+    from lensllm.finetune.device import resolve_device
+
+    model.to(device=resolve_device(device), dtype=torch.float32)
     model.config.use_cache = False  # no generation here; the KV cache only costs memory
     if info.is_encoder_decoder:
         # Teacher forcing shifts the labels right behind the start token and pads with

@@ -204,6 +204,8 @@ class RunResult:
     task_identity: dict[str, Any]
     val_history: list[dict[str, float | None]] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
+    #: where it ran ("cpu", "cuda:0"); not part of the run's identity
+    device: str = "cpu"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict of every field."""
@@ -268,6 +270,7 @@ class _Session:
         self.plan = plan
         self.notify = notify
         self.costs, self.total_params, self.trainable_params = _param_costs(model)
+        self.device = next(model.parameters()).device
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.eval_tokens = 0
         self.eval_flops = 0.0
@@ -293,7 +296,8 @@ class _Session:
         self.model.eval()
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
-                batch = split.collate(order[start : start + batch_size], self.pad_id)
+                batch = self._on_device(split.collate(order[start : start + batch_size],
+                                                      self.pad_id))
                 loss_sum, scored = _loss_sum(self.model, batch, self.encoder_decoder)
                 total += float(loss_sum)
                 scored_total += scored
@@ -331,7 +335,9 @@ class _Session:
         while True:
             order = torch.randperm(len(train_split), generator=order_rng).tolist()
             for start in range(0, len(order), config.batch_size):
-                batch = train_split.collate(order[start : start + config.batch_size], self.pad_id)
+                batch = self._on_device(
+                    train_split.collate(order[start : start + config.batch_size], self.pad_id)
+                )
                 loss = self._step(batch, optimizer, scheduler, config.max_grad_norm)
                 window.append(loss)
                 self.notify(
@@ -405,6 +411,11 @@ class _Session:
         self.train_flops += dec_tokens * self.costs.decoder_train
         return float(loss.detach())
 
+    def _on_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.device.type == "cpu":
+            return batch
+        return {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
+
     def restore_best(self) -> None:
         """Put the best-validation weights back (only the trainable tensors changed)."""
         if self.best_state is None:
@@ -423,12 +434,14 @@ def run_finetune(
     config: TrainConfig | None = None,
     progress: ProgressCallback | None = None,
     cache_dir: Path | str | None = None,
+    device: str | None = "auto",
 ) -> RunResult:
     """Fine-tune ``candidate`` on the first ``size`` training examples of ``task``.
 
     ``size=0`` measures the zero-shot losses only.  ``cache_dir`` (optional) keeps
     tokenised tasks on disk for later processes; nothing else is written anywhere.
     ``progress`` receives a :class:`Progress` after every step and evaluation.
+    ``device``: ``auto`` (a visible GPU, else the CPU), ``cpu`` or ``cuda``.
     """
     config = config or TrainConfig()
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -445,7 +458,7 @@ def run_finetune(
     started = time.perf_counter()
     with _torch_threads(config.num_threads) as threads, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # LoRA's adapter init and dropout draw from it
-        model, tokenizer = load_candidate(candidate)
+        model, tokenizer = load_candidate(candidate, device=device)
         _check_context_length(model, config.max_length, candidate.name)
         tokenized = task.tokenize(
             tokenizer,
@@ -532,6 +545,7 @@ def run_finetune(
         task_identity=task.identity(),
         val_history=session.history,
         versions=_versions(candidate.method),
+        device=str(session.device),
     )
     notify(
         Progress(
