@@ -56,6 +56,12 @@ def test_micro_zoo_end_to_end_with_verify(tmp_path, micro):
 
     curves = load_curves(run_dir / "curves.json")
     assert all(c.ntk is not None and c.ntk.steps > 0 for c in curves)
+    # the exports and the report carry the verification runs at the target
+    truth = {c.model: c.loss_at(summary["target"]) for c in curves}
+    assert all(v is not None for v in truth.values())
+    best = min(truth, key=truth.get)
+    assert f"True loss at the target: {best} {truth[best]:.4f}" in (
+        run_dir / "report.md").read_text()
     assert {cell["budget"] for cell in summary["verify"]} == {32, 64}
 
     # a second invocation finds everything done: no job is submitted again

@@ -195,13 +195,15 @@ def ntk_job(ctx: RunContext, name: str) -> Job:
                records_dir=str(ctx.store.records_dir))
 
 
-def metrics_job(ctx: RunContext, name: str) -> Job:
+def metrics_job(ctx: RunContext, name: str, fits: Sequence[str]) -> Job:
+    """weightwatcher on the pretrained weights; ``fits``: "PL" (alpha) and, when asked
+    for, "E_TPL" (lambda: minutes of powerlaw fitting per model)."""
     candidate = ctx.candidates[name]
-    spec = {"kind": "nlpmetrics", "candidate": candidate.identity()}
+    spec = {"kind": "nlpmetrics", "candidate": candidate.identity(), "fits": list(fits)}
     return Job(key=job_key(spec), kind="nlpmetrics", candidate=name, size=None,
                seed=ctx.config.seed,
                spec={"candidate": candidate.to_dict(), "task": ctx.task_spec,
-                     "training": dict(ctx.config.training)},
+                     "training": dict(ctx.config.training), "fits": list(fits)},
                records_dir=str(ctx.store.records_dir))
 
 
@@ -275,12 +277,17 @@ def _ntk(ctx: RunContext) -> dict[str, dict[str, Any]]:
 
 
 def weight_metric_jobs(ctx: RunContext) -> list[Job]:
-    """The NLPmetrics baseline's weight-spectrum jobs (none without weightwatcher)."""
+    """The NLPmetrics baseline's weight-spectrum jobs (none without weightwatcher):
+    PL alpha, plus E_TPL lambda when the run's method ranks by it."""
     import importlib.util
+
+    from lensllm.selectors import make_selector
 
     if importlib.util.find_spec("weightwatcher") is None:
         return []
-    return [metrics_job(ctx, name) for name in ctx.candidates]
+    method = make_selector(ctx.config.method)
+    fits = ["PL", "E_TPL"] if getattr(method, "metric", None) == "e_tpl_lambda" else ["PL"]
+    return [metrics_job(ctx, name, fits) for name in ctx.candidates]
 
 
 def record_weight_metrics(ctx: RunContext, jobs: Sequence[Job],
@@ -435,16 +442,16 @@ def run(config: RunConfig, *, verify: bool = False, progress: Progress | None = 
                   "actual_train_flops": actual, "tokens_per_example": tokens,
                   "runs": sum(len(c) for c in measured)}
 
-        verification = None
+        verification, verified = None, None
         if verify:
-            verification = run_verify(ctx, sizes, zero, ntk)
+            verification, verified = run_verify(ctx, sizes, zero, ntk)
         wall = time.perf_counter() - ctx.started
         report_path = None
         if report:
             from lensllm.report.run_report import write_report
 
             report_path = write_report(ctx, curves, selection, halving, ledger, verification,
-                                       wall)
+                                       wall, verified=verified)
         ctx.store.log("finish", detail={"chosen": selection.chosen, "wall_s": wall})
         return RunOutcome(config.run_dir, curves, selection, halving, ledger, ctx.failures,
                           report_path, verification, wall)
@@ -484,7 +491,9 @@ def rankable(ctx: RunContext, curves: CurveSet, selector: Any) -> tuple[CurveSet
 
 def run_verify(ctx: RunContext, sizes: Sequence[int], zero: dict[str, dict[str, Any]],
                ntk: dict[str, dict[str, Any]]):
-    """Fine-tune every candidate on the full grid and at the target; score every method."""
+    """Fine-tune every candidate on the full grid and at the target; score every method.
+
+    Returns the scores (None when they cannot be computed) and the full curves."""
     from lensllm.evaluate import evaluate
     from lensllm.selectors import SELECTORS
 
@@ -504,10 +513,11 @@ def run_verify(ctx: RunContext, sizes: Sequence[int], zero: dict[str, dict[str, 
                                 for c in curves)}
     methods = [m for m in SELECTORS if usable.get(m, True)]
     try:
-        return evaluate(curves, methods=methods, budgets=budgets, target=config.target)
+        table = evaluate(curves, methods=methods, budgets=budgets, target=config.target)
     except LensLLMError as exc:
         ctx.progress.message(f"verify: could not score the methods: {exc}")
-        return None
+        table = None
+    return table, curves
 
 
 def summary_json(outcome: RunOutcome) -> dict[str, Any]:

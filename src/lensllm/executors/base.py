@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -148,12 +148,13 @@ def _run(job: Job) -> dict[str, Any]:
                 "summary": {**measured.summary(),
                             "device": str(next(model.parameters()).device)}}
     if job.kind == "nlpmetrics":
-        return _weight_metrics(candidate)
+        return _weight_metrics(candidate, spec.get("fits", ["PL", "E_TPL"]))
     raise InputError(f"unknown job kind {job.kind!r}")
 
 
-def _weight_metrics(candidate: Any) -> dict[str, Any]:
-    """weightwatcher's layer-mean PL alpha and E_TPL lambda of the pretrained weights."""
+def _weight_metrics(candidate: Any, fits: Sequence[str]) -> dict[str, Any]:
+    """weightwatcher's layer-mean PL alpha and (with "E_TPL" in ``fits``) E_TPL lambda
+    of the pretrained weights."""
     import io
     import logging
     import warnings
@@ -185,7 +186,8 @@ def _weight_metrics(candidate: Any) -> dict[str, Any]:
             warnings.simplefilter("ignore")
             watcher = weightwatcher.WeightWatcher(model=model)
             pl = watcher.analyze(fit="PL")
-            tpl = watcher.analyze(fit="E_TPL", pl_package="powerlaw")
+            tpl = (watcher.analyze(fit="E_TPL", pl_package="powerlaw") if "E_TPL" in fits
+                   else None)
     finally:
         quiet.setLevel(level)
 
@@ -193,8 +195,11 @@ def _weight_metrics(candidate: Any) -> dict[str, Any]:
         values = [float(v) for v in frame[column] if float(v) > 0]  # -1 marks a failed fit
         return sum(values) / len(values) if values else None
 
-    return {"pl_alpha": layer_mean(pl, "alpha"), "e_tpl_lambda": layer_mean(tpl, "Lambda"),
-            "layers": len(pl), "e_tpl_fitted_layers": int((tpl["Lambda"] > 0).sum())}
+    out = {"pl_alpha": layer_mean(pl, "alpha"), "layers": len(pl)}
+    if tpl is not None:
+        out.update(e_tpl_lambda=layer_mean(tpl, "Lambda"),
+                   e_tpl_fitted_layers=int((tpl["Lambda"] > 0).sum()))
+    return out
 
 
 def execute(job: Job) -> dict[str, Any] | JobFailure:

@@ -92,15 +92,19 @@ def _ledger_rows(ledger: dict[str, Any]) -> list[list[Any]]:
 
 
 def write_report(ctx, curves, selection, halving, ledger: dict[str, Any], verification,
-                 wall_seconds: float) -> Path:
-    """Write report.md, report.html, plots/ and the curve exports; return report.md."""
+                 wall_seconds: float, verified=None) -> Path:
+    """Write report.md, report.html, plots/ and the curve exports; return report.md.
+
+    ``verified``: the full curves of a --verify run (target-size runs included); they
+    are what the exports hold and where the true loss at the target comes from."""
     run_dir = Path(ctx.config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "curves.json").write_text(json.dumps(curves.to_json(), indent=1))
-    (run_dir / "curves.csv").write_text(curves.to_wide_csv())
+    exported = verified if verified is not None else curves
+    (run_dir / "curves.json").write_text(json.dumps(exported.to_json(), indent=1))
+    (run_dir / "curves.csv").write_text(exported.to_wide_csv())
     truth = {}
-    if verification is not None:
-        truth = {c.model: c.loss_at(ctx.config.target) for c in curves
+    if verified is not None:
+        truth = {c.model: c.loss_at(ctx.config.target) for c in verified
                  if c.loss_at(ctx.config.target) is not None}
     plots = _plots(run_dir, curves.within(selection.budget), selection, truth)
 
