@@ -67,6 +67,9 @@ BAD = [
      "model-size, vanilla, rectified, ats, lensllm, lensllm-paper, nlpmetrics, subtuning, "
      "zero-shot, modelsize"),
     (config(search="random"), "c.yaml: search must be adaptive or grid, got 'random'"),
+    (config(search="adaptive", method="nlpmetrics"), "c.yaml: the adaptive search needs a "
+     "method that predicts the loss at the target; 'nlpmetrics' only ranks the candidates: "
+     "use search: grid, or a method such as lensllm, ats or rectified"),
     (config(flops_budget=2), "c.yaml: flops_budget must be between 1e-06 and 1, got 2"),
     (config(flops_budget=float("nan")), "c.yaml: flops_budget must be a number, got nan"),
     (config(executor={"kind": "slurm"}), "c.yaml: executor.kind must be local or ray, got "
@@ -93,6 +96,11 @@ def test_bad_configs_give_exact_messages(data, message):
     with pytest.raises(InputError) as info:
         parse_config(data, source="c.yaml")
     assert str(info.value) == message
+
+
+def test_methods_that_only_rank_default_to_the_grid_search(tmp_path):
+    assert parse_config(config(method="model-size"), source="c.yaml").search == "grid"
+    assert parse_config(config(method="ats"), source="c.yaml").search == "adaptive"
 
 
 def test_file_level_errors(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -149,3 +150,31 @@ def test_halving_bad_inputs():
     assert str(info.value) == "halving needs every candidate's parameter count; missing for x"
     with pytest.raises(InputError, match="p_keep must be in"):
         HalvingSettings(p_keep=1.5)
+
+
+def test_halving_rungs_keep_what_the_candidates_carry():
+    """Each rung's curves keep the candidates' other measurements (weight metrics here)."""
+    from lensllm.selectors.ats import AtS
+
+    seen: list[dict] = []
+
+    class RecordingAtS(AtS):
+        def _check_curve(self, curve, budget, task):
+            seen.append(curve.metrics)
+            super()._check_curve(curve, budget, task)
+
+    task = power_task(n_models=4, noise=0.005, seed=5)
+    carried = [replace(c, metrics={"pl_alpha": float(i)}) for i, c in enumerate(task)]
+    replay(CurveSet(carried, task="t"), int(SIZES[-1]), 50, RecordingAtS(),
+           HalvingSettings(flops_fraction=0.2))
+    assert seen and all(m is not None and "pl_alpha" in m for m in seen)
+
+
+@pytest.mark.parametrize("method", ["zeroshot", "subset-loss", "model-size", "nlpmetrics"])
+def test_halving_refuses_methods_that_only_rank(method):
+    with pytest.raises(InputError) as info:
+        SuccessiveHalving(method)
+    assert str(info.value) == (
+        f"the adaptive search needs a method that predicts the loss at the target; "
+        f"{method!r} only ranks the candidates: use search: grid, or a method such as "
+        "lensllm, ats or rectified")

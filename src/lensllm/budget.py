@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -144,6 +144,16 @@ class HalvingResult:
         }
 
 
+def check_adaptive_method(selector: Selector, where: str = "") -> None:
+    """The search drops candidates by their predicted loss at the target: a method that
+    only ranks (zero-shot, subset loss, model size, weight metrics) cannot drive it."""
+    if not selector.predicts_loss:
+        raise InputError(
+            f"{where}the adaptive search needs a method that predicts the loss at the "
+            f"target; {selector.label!r} only ranks the candidates: use search: grid, or "
+            "a method such as lensllm, ats or rectified")
+
+
 class SuccessiveHalving:
     """Successive halving over data size, ranking by extrapolated loss."""
 
@@ -151,6 +161,7 @@ class SuccessiveHalving:
                  settings: HalvingSettings | None = None) -> None:
         self.selector = make_selector(selector)
         self.settings = settings or HalvingSettings()
+        check_adaptive_method(self.selector)
 
     def run(self, train: Callable[[list[str], int], dict[str, float]],
             candidates: Sequence[Curve], sizes: Sequence[int], target: int,
@@ -197,10 +208,10 @@ class SuccessiveHalving:
         level = len(ladder[: s.warmup])
         rungs: list[Rung] = []
         while True:
+            # Every other field (zero-shot, params, NTK, weight metrics) travels along.
             curves = CurveSet(
-                (Curve(c.model, np.array(sorted(points[c.model])),
-                       np.array([points[c.model][n] for n in sorted(points[c.model])]),
-                       zero_shot=c.zero_shot, params=c.params, family=c.family, ntk=c.ntk)
+                (replace(c, sizes=np.array(sorted(points[c.model])),
+                         losses=np.array([points[c.model][n] for n in sorted(points[c.model])]))
                  for c in candidates), task=task)
             budget = max(max(p) for p in points.values())
             selection = self.selector.select(curves, budget, target, uncertainty=True)

@@ -271,6 +271,11 @@ def run_cmd(config: Path, verify: bool, flops_budget: float | None, search: str 
         cfg = replace(cfg, flops_budget=flops_budget)
     if search is not None:
         cfg = replace(cfg, search=search)
+        if search == "adaptive":
+            from lensllm.budget import check_adaptive_method
+            from lensllm.selectors import make_selector
+
+            check_adaptive_method(make_selector(cfg.method), "--search adaptive: ")
     if executor_kind is not None or workers is not None:
         if workers is not None and workers < 1:
             raise InputError(f"--workers must be >= 1, got {workers}")

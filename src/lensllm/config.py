@@ -261,10 +261,15 @@ def parse_config(data: Any, source: Path | str = "config.yaml") -> RunConfig:
         raise InputError(f"{name_of}: method must be a method name such as lensllm")
     from lensllm.selectors import make_selector
 
-    make_selector(method)  # unknown methods fail here, before any training
-    search = data.get("search", "adaptive")
+    selector = make_selector(method)  # unknown methods fail here, before any training
+    # Methods that only rank (no predicted loss) cannot drive the adaptive search.
+    search = data.get("search", "adaptive" if selector.predicts_loss else "grid")
     if search not in ("adaptive", "grid"):
         raise InputError(f"{name_of}: search must be adaptive or grid, got {search!r}")
+    if search == "adaptive":
+        from lensllm.budget import check_adaptive_method
+
+        check_adaptive_method(selector, f"{name_of}: ")
     flops_budget = _number(data.get("flops_budget", 0.05), _where(name_of, "flops_budget"),
                            1e-6, 1.0)
 

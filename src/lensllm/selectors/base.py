@@ -92,6 +92,8 @@ class Selector(ABC):
     #: fewest measured sizes (> 0, <= budget) each curve must have
     min_points: ClassVar[int] = 0
     higher_is_better: ClassVar[bool] = False
+    #: whether the score is a predicted loss at the target (False: a ranking score only)
+    predicts_loss: ClassVar[bool] = True
 
     def settings(self) -> dict[str, Any]:
         """The selector's settings (shown in reports, part of a result's identity)."""

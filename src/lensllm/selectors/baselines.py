@@ -14,6 +14,7 @@ from lensllm.selectors.base import Selection, Selector
 class ZeroShot(Selector):
     """Pick the model with the lowest loss before any fine-tuning."""
 
+    predicts_loss = False
     name = "zeroshot"
     score_label = "zero-shot loss"
     needs_zero_shot = True
@@ -27,6 +28,7 @@ class SubsetLoss(Selector):
     ("SubTuning" in the papers).  All models are compared at the largest size <= budget
     that every one of them has measured."""
 
+    predicts_loss = False
     name = "subset-loss"
     score_label = "loss at budget"
     min_points = 1
@@ -49,6 +51,7 @@ class ModelSize(Selector):
     """Pick the largest model.  The score is log(parameters), as in the papers, so its
     PearCorr is negative when bigger models reach lower loss."""
 
+    predicts_loss = False
     name = "model-size"
     score_label = "log(params)"
     needs_params = True
@@ -67,6 +70,7 @@ class NLPMetrics(Selector):
     (heavier tails: better-trained layers).  ``lensllm run`` measures both when the
     ``nlpmetrics`` extra is installed; curve files carry them under ``metrics``."""
 
+    predicts_loss = False
     name = "nlpmetrics"
     score_label = "weight-spectrum metric"
     METRICS = ("pl_alpha", "e_tpl_lambda")
