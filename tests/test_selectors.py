@@ -171,5 +171,6 @@ def test_nlpmetrics_ranks_by_the_weight_spectrum_metric():
         lensllm.select(cs, "nlpmetrics[metric=e_tpl_lambda]", budget=800, target=3200)
     assert str(info.value) == (
         "t: model 'a' has no e_tpl_lambda measurement; the nlpmetrics method needs "
-        "weight-spectrum metrics, which lensllm run computes when the nlpmetrics extra "
-        "(weightwatcher) is installed")
+        "weight-spectrum metrics, which lensllm run measures with method: "
+        "nlpmetrics[metric=e_tpl_lambda] (or --verify, for pl_alpha) when the nlpmetrics "
+        "extra (weightwatcher) is installed")

@@ -67,8 +67,10 @@ class NLPMetrics(Selector):
     by the ``weightwatcher`` package (the NLPmetrics baseline of the LensLLM paper; no
     training needed): ``pl_alpha`` (default) or ``e_tpl_lambda``, the mean over layers of
     the power-law exponent / the E_TPL truncation parameter.  Lower is taken as better
-    (heavier tails: better-trained layers).  ``lensllm run`` measures both when the
-    ``nlpmetrics`` extra is installed; curve files carry them under ``metrics``."""
+    (heavier tails: better-trained layers).  With the ``nlpmetrics`` extra installed,
+    ``lensllm run`` measures ``pl_alpha`` for this method and for ``--verify``, and
+    ``e_tpl_lambda`` (minutes of fitting per model) when the method ranks by it; curve
+    files carry them under ``metrics``."""
 
     predicts_loss = False
     name = "nlpmetrics"
@@ -89,8 +91,9 @@ class NLPMetrics(Selector):
         if value is None or not math.isfinite(value):
             raise InputError(
                 f"{task}: model {curve.model!r} has no {self.metric} measurement; the "
-                "nlpmetrics method needs weight-spectrum metrics, which lensllm run computes "
-                "when the nlpmetrics extra (weightwatcher) is installed")
+                "nlpmetrics method needs weight-spectrum metrics, which lensllm run measures "
+                f"with method: {self.label} (or --verify, for pl_alpha) when the nlpmetrics "
+                "extra (weightwatcher) is installed")
 
     def _select(self, curves: CurveSet, budget: int, target: int) -> Selection:
         return self._selection(curves, budget, target,
