@@ -166,45 +166,39 @@ def ladder(config: RunConfig, task: Any) -> list[int]:
 
 # ------------------------------------------------------------------------- jobs
 
-def finetune_job(ctx: RunContext, name: str, size: int) -> Job:
+def _job(ctx: RunContext, kind: str, name: str, size: int | None,
+         identity: dict[str, Any], **payload: Any) -> Job:
+    """A job for candidate ``name``: keyed by its kind, the candidate's identity and
+    ``identity`` (what determines the result); the worker gets the candidate, task,
+    training settings, device and ``payload``."""
     candidate = ctx.candidates[name]
-    spec = {"kind": "finetune", "candidate": candidate.identity(),
-            "task": ctx.task.identity(), "size": int(size), "seed": ctx.config.seed,
-            "training": ctx.training}
-    return Job(key=job_key(spec), kind="finetune", candidate=name, size=int(size),
-               seed=ctx.config.seed,
+    key = job_key({"kind": kind, "candidate": candidate.identity(), **identity})
+    return Job(key=key, kind=kind, candidate=name, size=size, seed=ctx.config.seed,
                spec={"candidate": candidate.to_dict(), "task": ctx.task_spec,
                      "training": dict(ctx.config.training),
-                     "cache_dir": str(ctx.config.cache_dir),
-                     "device": ctx.config.executor.device},
+                     "device": ctx.config.executor.device, **payload},
                records_dir=str(ctx.store.records_dir))
+
+
+def finetune_job(ctx: RunContext, name: str, size: int) -> Job:
+    identity = {"task": ctx.task.identity(), "size": int(size), "seed": ctx.config.seed,
+                "training": ctx.training}
+    return _job(ctx, "finetune", name, int(size), identity,
+                cache_dir=str(ctx.config.cache_dir))
 
 
 def ntk_job(ctx: RunContext, name: str) -> Job:
-    candidate = ctx.candidates[name]
     settings = {"params": ctx.config.ntk.params, "probe_size": ctx.config.ntk.probe_size,
                 "projection_dim": ctx.config.ntk.projection_dim}
-    spec = {"kind": "ntk", "candidate": candidate.identity(), "task": ctx.task.identity(),
-            "seed": ctx.config.seed, "ntk": settings,
-            "max_length": ctx.training["max_length"]}
-    return Job(key=job_key(spec), kind="ntk", candidate=name, size=None,
-               seed=ctx.config.seed,
-               spec={"candidate": candidate.to_dict(), "task": ctx.task_spec,
-                     "training": dict(ctx.config.training), "ntk": settings,
-                     "device": ctx.config.executor.device},
-               records_dir=str(ctx.store.records_dir))
+    identity = {"task": ctx.task.identity(), "seed": ctx.config.seed, "ntk": settings,
+                "max_length": ctx.training["max_length"]}
+    return _job(ctx, "ntk", name, None, identity, ntk=settings)
 
 
 def metrics_job(ctx: RunContext, name: str, fits: Sequence[str]) -> Job:
     """weightwatcher on the pretrained weights; ``fits``: "PL" (alpha) and, when asked
     for, "E_TPL" (lambda: minutes of powerlaw fitting per model)."""
-    candidate = ctx.candidates[name]
-    spec = {"kind": "nlpmetrics", "candidate": candidate.identity(), "fits": list(fits)}
-    return Job(key=job_key(spec), kind="nlpmetrics", candidate=name, size=None,
-               seed=ctx.config.seed,
-               spec={"candidate": candidate.to_dict(), "task": ctx.task_spec,
-                     "training": dict(ctx.config.training), "fits": list(fits)},
-               records_dir=str(ctx.store.records_dir))
+    return _job(ctx, "nlpmetrics", name, None, {"fits": list(fits)}, fits=list(fits))
 
 
 def run_jobs(ctx: RunContext, jobs: Sequence[Job], what: str) -> dict[str, dict[str, Any]]:
@@ -293,7 +287,7 @@ def weight_metric_jobs(ctx: RunContext) -> list[Job]:
 def record_weight_metrics(ctx: RunContext, jobs: Sequence[Job],
                           results: dict[str, dict[str, Any]]) -> None:
     for job in jobs:
-        if job.kind == "nlpmetrics" and job.key in results:
+        if job.key in results:
             ctx.weight_metrics[job.candidate] = {
                 k: float(v) for k, v in results[job.key].items()
                 if k in ("pl_alpha", "e_tpl_lambda") and v is not None}
@@ -367,11 +361,13 @@ def tokens_per_example(ctx: RunContext) -> dict[str, float]:
 
 # ----------------------------------------------------------------------- search
 
-def search_grid(ctx: RunContext, sizes: Sequence[int], names: Sequence[str] | None = None
-                ) -> None:
-    names = list(names or ctx.candidates)
-    jobs = [finetune_job(ctx, name, n) for n in sizes for name in names]
-    run_jobs(ctx, jobs, "fine-tuning")
+def grid_jobs(ctx: RunContext, sizes: Sequence[int]) -> list[Job]:
+    """A fine-tuning job for every candidate at every size (smallest sizes first)."""
+    return [finetune_job(ctx, name, n) for n in sizes for name in ctx.candidates]
+
+
+def search_grid(ctx: RunContext, sizes: Sequence[int]) -> None:
+    run_jobs(ctx, grid_jobs(ctx, sizes), "fine-tuning")
 
 
 def search_adaptive(ctx: RunContext, sizes: Sequence[int], zero: dict[str, dict[str, Any]],
@@ -414,7 +410,8 @@ def run(config: RunConfig, *, verify: bool = False, progress: Progress | None = 
                                 if first else "; see the failures in the run directory's "
                                 "store"))
         ntk = _ntk(ctx)
-        if config.method.split("[")[0] == "nlpmetrics":
+        selector = make_selector(config.method)
+        if selector.name == "nlpmetrics":
             # Only this method needs them before ranking; --verify measures them for
             # scoring alongside its fine-tuning runs.
             jobs = weight_metric_jobs(ctx)
@@ -427,7 +424,6 @@ def run(config: RunConfig, *, verify: bool = False, progress: Progress | None = 
             halving = search_adaptive(ctx, sizes, zero, ntk, tokens)
         # Sizes within the budget only: a resumed --verify run has target-size runs too.
         measured = build_curves(ctx, zero, ntk, up_to=config.budget)
-        selector = make_selector(config.method)
         curves, budget = rankable(ctx, measured, selector)
         selection = selector.select(curves, budget, config.target, uncertainty=True)
 
@@ -501,8 +497,7 @@ def run_verify(ctx: RunContext, sizes: Sequence[int], zero: dict[str, dict[str, 
     ctx.task.check_size(config.target)
     # The weight-spectrum jobs share the batch with the (long) target-size runs, so a
     # pool worker that would idle at the end measures them.
-    jobs = [finetune_job(ctx, name, n) for n in [*sizes, config.target]
-            for name in ctx.candidates]
+    jobs = grid_jobs(ctx, [*sizes, config.target])
     metric_jobs = weight_metric_jobs(ctx)
     record_weight_metrics(ctx, metric_jobs,
                           run_jobs(ctx, jobs + metric_jobs, "verification runs"))
