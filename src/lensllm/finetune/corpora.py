@@ -266,19 +266,25 @@ def _split_long(paragraph: str, max_chars: int) -> list[str]:
     if len(units) == 1:
         return [paragraph[start:start + max_chars] for start in range(0, len(paragraph),
                                                                      max_chars)]
-    pieces: list[str] = []
+    parts = (part for unit in units for part in _split_long(unit, max_chars))
+    return [piece for piece in _pack(parts, separator, max_chars) if piece.strip()]
+
+
+def _pack(parts: Iterable[str], separator: str, max_chars: int) -> list[str]:
+    """Join consecutive ``parts`` (each at most ``max_chars``) with ``separator`` into
+    as few pieces of at most ``max_chars`` as a greedy left-to-right pass gives."""
+    packed: list[str] = []
     current = ""
-    for unit in units:
-        for part in _split_long(unit, max_chars):
-            joined = f"{current}{separator}{part}" if current else part
-            if len(joined) <= max_chars:
-                current = joined
-            else:
-                pieces.append(current)
-                current = part
+    for part in parts:
+        joined = f"{current}{separator}{part}" if current else part
+        if len(joined) <= max_chars:
+            current = joined
+        else:
+            packed.append(current)
+            current = part
     if current:
-        pieces.append(current)
-    return [piece for piece in pieces if piece.strip()]
+        packed.append(current)
+    return packed
 
 
 def pack_paragraphs(paragraphs: Iterable[str], min_chars: int, max_chars: int) -> list[str]:
@@ -293,19 +299,8 @@ def pack_paragraphs(paragraphs: Iterable[str], min_chars: int, max_chars: int) -
             f"need 0 < min_chars <= max_chars, got min_chars={min_chars}, "
             f"max_chars={max_chars}"
         )
-    chunks: list[str] = []
-    current = ""
-    for paragraph in paragraphs:
-        for piece in _split_long(paragraph, max_chars):
-            joined = f"{current}\n{piece}" if current else piece
-            if len(joined) <= max_chars:
-                current = joined
-                continue
-            chunks.append(current)
-            current = piece
-    if current:
-        chunks.append(current)
-    return [chunk for chunk in chunks if len(chunk) >= min_chars]
+    pieces = (piece for paragraph in paragraphs for piece in _split_long(paragraph, max_chars))
+    return [chunk for chunk in _pack(pieces, "\n", max_chars) if len(chunk) >= min_chars]
 
 
 def task_chunks(sections: Iterable[DocSection], min_chars: int, max_chars: int
