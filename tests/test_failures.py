@@ -24,7 +24,6 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -36,67 +35,16 @@ pytest.importorskip("transformers")
 pytest.importorskip("yaml")
 
 from lensllm.store import Store, write_record
+from micro_runs import SIZES, cli_args, cli_env, run_cli, strip_volatile, write_config
 
 pytestmark = pytest.mark.torch
 
 CANDIDATES = ("d32-L1-pt240", "d64-L2-pt80", "d96-L2-pt30")
-SIZES = (16, 32, 64)
 # zero-shot + NTK + one per size (weight-spectrum jobs run only for nlpmetrics or --verify)
 N_JOBS = len(CANDIDATES) * (2 + len(SIZES))
-# Fields that legitimately differ between two runs of the same job.
-VOLATILE = ("time_s", "seconds", "threads", "rss")
 
 
 # ------------------------------------------------------------------------ helpers
-
-def write_config(folder: Path, micro: dict[str, Any], **changes: Any) -> Path:
-    """A grid search of the 3 micro candidates on sizes 16, 32, 64 (about 10 s of jobs)."""
-    import yaml
-
-    config = {
-        "name": "tiny", "seed": 0, "cache_dir": str(micro["cache"]),
-        "task": {"path": str(micro["task"]), "n0": 16, "val_size": 32},
-        "candidates": [{"name": n, "path": p} for n, p in micro["candidates"].items()],
-        "sizes": list(SIZES), "budget": SIZES[-1], "target": 512, "search": "grid",
-        "training": {"batch_size": 8, "max_length": 32, "max_epochs": 2, "patience": 1,
-                     "eval_every": 2, "num_threads": 1},
-        "ntk": {"enabled": True, "params": "last", "probe_size": 8},
-        "executor": {"kind": "local", "workers": 1, "retries": 1},
-        **changes,
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "tiny.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
-
-
-def cli_args(config: Path, run_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "lensllm", "run", str(config), "--run-dir", str(run_dir),
-            "--format", "json", "--quiet", *extra]
-
-
-def cli_env(fault: str | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "LENSLLM_FAULT"}
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    if fault:
-        env["LENSLLM_FAULT"] = fault
-    return env
-
-
-def run_cli(config: Path, run_dir: Path, *extra: str, fault: str | None = None
-            ) -> subprocess.CompletedProcess:
-    return subprocess.run(cli_args(config, run_dir, *extra), capture_output=True, text=True,
-                          timeout=900, env=cli_env(fault))
-
-
-def strip(value: Any) -> Any:
-    """A result without its wall times, thread counts and memory readings."""
-    if isinstance(value, dict):
-        return {k: strip(v) for k, v in value.items() if not any(w in k for w in VOLATILE)}
-    if isinstance(value, list):
-        return [strip(v) for v in value]
-    return value
-
 
 def stored(run_dir: Path) -> dict[str, dict[str, Any]]:
     """key -> row of the run's store (result stripped of volatile fields)."""
@@ -104,7 +52,7 @@ def stored(run_dir: Path) -> dict[str, dict[str, Any]]:
         return {row.key: {"kind": row.kind, "candidate": row.candidate, "size": row.size,
                           "status": row.status, "error": row.error, "attempts": row.attempts,
                           "invocation": row.invocation, "result": row.result,
-                          "stripped": strip(row.result)}
+                          "stripped": strip_volatile(row.result)}
                 for row in store.jobs()}
 
 

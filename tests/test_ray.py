@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,9 +21,9 @@ import pytest
 from lensllm.config import ExecutorSettings
 from lensllm.errors import InputError
 from lensllm.executors import Job, JobFailure, make_executor
+from micro_runs import run_cli, strip_volatile, write_config
 
 CANDIDATES = ("d32-L1-pt240", "d64-L2-pt80", "d96-L2-pt30")
-VOLATILE = ("time_s", "seconds", "threads", "rss")
 
 
 def _job(candidate: str, size: int = 1, records_dir: str = "") -> Job:
@@ -113,57 +112,27 @@ def test_dead_ray_worker_and_failing_job_come_back_as_failures(monkeypatch):
 
 # ------------------------------------------------------------- equivalence with local
 
-def _config(folder: Path, micro: dict[str, Any], **changes: Any) -> Path:
-    import yaml
-
-    config = {
-        "name": "tiny", "seed": 0, "cache_dir": str(micro["cache"]),
-        "task": {"path": str(micro["task"]), "n0": 16, "val_size": 32},
-        "candidates": [{"name": n, "path": p} for n, p in micro["candidates"].items()],
-        "sizes": [16, 32, 64], "budget": 64, "target": 512, "search": "grid",
-        "training": {"batch_size": 8, "max_length": 32, "max_epochs": 2, "patience": 1,
-                     "eval_every": 2, "num_threads": 1},
-        "ntk": {"enabled": True, "params": "last", "probe_size": 8},
-        **changes,
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "config.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
-
-
 def _run(config: Path, run_dir: Path) -> tuple[dict[str, Any], float]:
-    env = {k: v for k, v in os.environ.items() if k != "LENSLLM_FAULT"}
     started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "lensllm", "run", str(config), "--run-dir",
-                          str(run_dir), "--format", "json", "--quiet"], capture_output=True,
-                         text=True, timeout=1200, env={**env, "HF_HUB_OFFLINE": "1"})
+    out = run_cli(config, run_dir, timeout=1200)
     wall = time.perf_counter() - started
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout), wall
-
-
-def _strip(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip(v) for k, v in value.items() if not any(w in k for w in VOLATILE)}
-    if isinstance(value, list):
-        return [_strip(v) for v in value]
-    return value
 
 
 def _results(run_dir: Path) -> dict[str, Any]:
     from lensllm.store import Store
 
     with Store(run_dir, invocation="reader") as store:
-        return {r.key: (r.kind, r.candidate, r.size, r.status, r.attempts, _strip(r.result))
+        return {r.key: (r.kind, r.candidate, r.size, r.status, r.attempts, strip_volatile(r.result))
                 for r in store.jobs()}
 
 
 def _check_equivalent(tmp_path: Path, micro: dict[str, Any], **changes: Any) -> None:
-    local, local_wall = _run(_config(tmp_path / "local", micro,
+    local, local_wall = _run(write_config(tmp_path / "local", micro,
                                      executor={"kind": "local", "workers": 1}, **changes),
                              tmp_path / "local" / "run")
-    ray, ray_wall = _run(_config(tmp_path / "ray", micro,
+    ray, ray_wall = _run(write_config(tmp_path / "ray", micro,
                                  executor={"kind": "ray", "num_cpus": 1}, **changes),
                          tmp_path / "ray" / "run")
     a, b = _results(tmp_path / "local" / "run"), _results(tmp_path / "ray" / "run")
