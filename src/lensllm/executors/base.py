@@ -49,6 +49,12 @@ class JobFailure:
     #: recorded as failed at once instead of spending retries
     retryable: bool = True
 
+    @classmethod
+    def from_exception(cls, exc: BaseException, detail: str = "") -> JobFailure:
+        """The failure of a job that raised ``exc``: its type and first line."""
+        return cls(f"{type(exc).__name__}: {exc}".splitlines()[0][:500], detail,
+                   retryable=not isinstance(exc, InputError))
+
 
 class Executor(Protocol):
     """Runs jobs; yields (job, result payload or JobFailure) as they finish."""
@@ -208,9 +214,7 @@ def execute(job: Job) -> dict[str, Any] | JobFailure:
         _fault_injection(job)
         result = _run(job)
     except Exception as exc:  # every failure becomes data for the coordinator
-        return JobFailure(f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
-                          traceback.format_exc(limit=8),
-                          retryable=not isinstance(exc, InputError))
+        return JobFailure.from_exception(exc, traceback.format_exc(limit=8))
     payload = {"kind": job.kind, "candidate": job.candidate, "size": job.size,
                "seed": job.seed, "result": result, "attempts": job.attempt}
     if job.records_dir:

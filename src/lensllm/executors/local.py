@@ -126,7 +126,7 @@ class LocalExecutor:
                 try:
                     yield job, future.result()
                 except Exception as exc:  # the job or its result could not be pickled
-                    yield job, JobFailure(f"{type(exc).__name__}: {exc}".splitlines()[0][:500])
+                    yield job, JobFailure.from_exception(exc)
 
     def _broken(self, pending: dict[Future, Job]
                 ) -> Iterator[tuple[Job, dict[str, Any] | JobFailure]]:
@@ -148,7 +148,7 @@ class LocalExecutor:
             if error is None:
                 yield job, future.result()  # finished before the pool broke
             elif not isinstance(error, BrokenProcessPool):
-                yield job, JobFailure(f"{type(error).__name__}: {error}".splitlines()[0][:500])
+                yield job, JobFailure.from_exception(error)
             elif job.key in running or not running:
                 # It was running when its worker died (or no marker says which job did).
                 yield job, JobFailure("the worker process died while running the job")
