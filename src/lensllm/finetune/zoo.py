@@ -357,11 +357,15 @@ def _sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _write_json_atomically(path: Path, value: Any) -> None:
+def _write_text_atomically(path: Path, text: str) -> None:
+    """Write aside, then rename: a reader never sees a half-written file."""
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    temporary.write_text(json.dumps(value, indent=2, sort_keys=False) + "\n",
-                         encoding="utf-8")
+    temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)
+
+
+def _write_json_atomically(path: Path, value: Any) -> None:
+    _write_text_atomically(path, json.dumps(value, indent=2, sort_keys=False) + "\n")
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -1115,9 +1119,7 @@ def build_task(cache_dir: str | os.PathLike[str], *, source: str = corpora.PYDOC
             and corpora.sha256_file(path) == digest):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    temporary.write_text(content, encoding="utf-8")
-    os.replace(temporary, path)
+    _write_text_atomically(path, content)
     _write_json_atomically(meta_path, {
         "format_version": TASK_FORMAT_VERSION,
         "name": f"python-docs ({source})",
