@@ -233,7 +233,7 @@ class SuccessiveHalving:
                     m: ledger.cost(m, params[m], next_size) for m in survivors}, share)
                 if len(trained) < 2:
                     # Too little for two: spend what is left on the leaders if it fits.
-                    trained = [m for m in survivors[:2]]
+                    trained = survivors[:2]
                     need = sum(ledger.cost(m, params[m], next_size) for m in trained)
                     if ledger.total + need > limit:
                         reason = "the next rung would exceed the FLOPs budget"
