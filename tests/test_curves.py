@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from lensllm.curves import CurveSet, NTKSpectrum, load_curves, parse_curves
@@ -103,6 +103,9 @@ BAD_INPUTS = [
     ("config name,size,family\na,3,x\n",
      "t.csv: no data-size columns (expected headers like 0, 200, 400)"),
     ("model,n,loss\na,200,3\na,200,2\n", "t.csv: model 'a' has two losses for size 200"),
+    ("n,loss\n200,3\n",
+     "t.csv: no column 'model'; a long-format file has columns model, n, loss and "
+     "optionally params, family, task"),
     ("model,n,loss,seed\na,200,3,1\n",
      "t.csv: unknown column 'seed'; a long-format file has columns model, n, loss and "
      "optionally params, family, task"),
@@ -173,6 +176,7 @@ def test_loader_never_raises_anything_but_input_error(text):
                                           "1e3", "-1", "nan", "", "x", "3.5", "size",
                                           "family", '"', "1e400"]),
                          min_size=1, max_size=6), min_size=1, max_size=5))
+@example(rows=[["n", "loss"], ["config name", "config name"]])  # once a KeyError
 def test_structured_fuzz_of_csv_cells(rows):
     text = "\n".join(",".join(r) for r in rows)
     with contextlib.suppress(InputError):

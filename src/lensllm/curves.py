@@ -394,6 +394,12 @@ def _parse_long(rows: list[list[str]], source: str, task: str | None) -> CurveSe
         )
     if len(set(header)) != len(header):
         raise InputError(f"{source}: a column name appears twice in the header")
+    missing = [h for h in LONG_REQUIRED if h not in header]
+    if missing:
+        raise InputError(
+            f"{source}: no column {missing[0]!r}; a long-format file has columns "
+            f"{', '.join(LONG_REQUIRED)} and optionally {', '.join(LONG_OPTIONAL)}"
+        )
     col = {h: j for j, h in enumerate(header)}
     if len(rows) < 2:
         raise InputError(f"{source}: the file has a header but no measurement rows")
