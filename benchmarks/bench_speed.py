@@ -24,9 +24,9 @@ from scipy.optimize import minimize
 
 
 def bench_wall_time() -> float:
-    from lensllm.benchmark import BUDGETS, TARGET, TASKS, load_benchmark
-    from lensllm.evaluate import evaluate
-    from lensllm.selectors import DEFAULT_METHODS
+    from lensllm.core.benchmark import BUDGETS, TARGET, TASKS, load_benchmark
+    from lensllm.core.evaluation import evaluate
+    from lensllm.core.selectors import DEFAULT_METHODS
 
     start = time.perf_counter()
     evaluate([load_benchmark(t) for t in TASKS], methods=list(DEFAULT_METHODS),
@@ -61,11 +61,11 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=60, help="curves for the naive timing")
     args = parser.parse_args()
 
-    from lensllm.benchmark import BUDGETS, TASKS, load_benchmark
-    from lensllm.laws import PowerLaw, RectifiedLaw
-    from lensllm.laws.fit import fit_curves
-    from lensllm.selectors import DEFAULT_METHODS
-    from lensllm.selectors.lawfit import fit_points
+    from lensllm.core.benchmark import BUDGETS, TASKS, load_benchmark
+    from lensllm.core.laws import PowerLaw, RectifiedLaw
+    from lensllm.core.laws.fit import fit_curves
+    from lensllm.core.selectors import DEFAULT_METHODS
+    from lensllm.core.selectors.lawfit import fit_points
 
     first = bench_wall_time()
     second = bench_wall_time()

@@ -1,4 +1,4 @@
-"""Time and memory of the probe-set eNTK (lensllm.ntk.measure_ntk) on GPT-2 style models.
+"""Time and memory of the probe-set eNTK (lensllm.hf.ntk.measure_ntk) on GPT-2 style models.
 
 Each (model size, parameter subset) runs in a fresh Python process so that its peak
 memory is not hidden by an earlier run's allocations.  Models are random-initialised from
@@ -7,7 +7,7 @@ configs (cost does not depend on the weights) with eager attention.  Reported:
 * P: selected parameters; G: the N x P float32 gradient matrix the exact kernel needs;
 * grad s: the per-example autograd loop; total s: loop + kernel + eigendecomposition;
 * peak MB: peak RSS of the process during the timed runs minus its RSS right after the
-  model was built (sampled RSS, see lensllm.ntk._memory): activations, gradients and G on
+  model was built (sampled RSS, see lensllm.hf.ntk._memory): activations, gradients and G on
   top of the loaded model;
 * with --vmap-size, the torch.func.vmap(grad) reference for that size on all parameters,
   as a ratio to the loop.
@@ -66,7 +66,7 @@ def build(job: dict):
 
 
 def run_loop(job: dict) -> dict:
-    from lensllm.ntk import measure_ntk
+    from lensllm.hf.ntk import measure_ntk
 
     model, examples = build(job)
     baseline = current_rss()
@@ -88,7 +88,7 @@ def current_rss() -> int:
     """Resident memory now; peaks are reported relative to it, taken right after the model
     is built (the allocator keeps freed memory, so a later baseline would hide the
     warm-up's activations and G)."""
-    from lensllm.ntk._memory import PeakMemory
+    from lensllm.hf.ntk._memory import PeakMemory
 
     with PeakMemory() as probe:
         pass
@@ -100,8 +100,8 @@ def run_vmap(job: dict) -> dict:
     import torch
     from torch.func import functional_call, grad, vmap
 
-    from lensllm.ntk._memory import PeakMemory
-    from lensllm.ntk.measure import kernel_matrix
+    from lensllm.hf.ntk._memory import PeakMemory
+    from lensllm.hf.ntk.measure import kernel_matrix
 
     model, examples = build(job)
     baseline = current_rss()

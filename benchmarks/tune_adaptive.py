@@ -17,9 +17,9 @@ import itertools
 
 import numpy as np
 
-from lensllm.benchmark import TARGET, TASKS, TOKENS_PER_EXAMPLE, load_benchmark
-from lensllm.budget import HalvingSettings, replay
-from lensllm.evaluate import relacc
+from lensllm.core.benchmark import TARGET, TASKS, TOKENS_PER_EXAMPLE, load_benchmark
+from lensllm.core.evaluation import relacc
+from lensllm.core.search import HalvingSettings, replay
 
 FILL = ("prefix", "first-fit", "value")
 P_KEEP = (0.005, 0.01, 0.02, 0.05)

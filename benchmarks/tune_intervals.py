@@ -1,6 +1,6 @@
 """The documented rule for the interval growth exponent gamma, and its check.
 
-Intervals widen with the horizon as rmse(H) = s * H**gamma (lensllm.uncertainty).
+Intervals widen with the horizon as rmse(H) = s * H**gamma (lensllm.core.uncertainty).
 Rule: over gamma in {1, 1.25, 1.5, 1.75, 2}, keep the value whose mean coverage of the
 90 % interval over the training tasks' 21 protocol cells is closest to 90 %.  Printed:
 coverage per task for every gamma, the in-sample choice, and leave-one-task-out.
@@ -14,9 +14,9 @@ import argparse
 
 import numpy as np
 
-from lensllm.benchmark import BUDGETS, TARGET, TASKS, load_benchmark
-from lensllm.evaluate import calibration
-from lensllm.selectors import make_selector
+from lensllm.core.benchmark import BUDGETS, TARGET, TASKS, load_benchmark
+from lensllm.core.evaluation import calibration
+from lensllm.core.selectors import make_selector
 
 GAMMAS = (1.0, 1.25, 1.5, 1.75, 2.0)
 

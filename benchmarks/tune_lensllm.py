@@ -1,7 +1,7 @@
 """Tuning rule, in-sample and leave-one-task-out tables, and robustness checks for the
-pooled LensLLM-law predictor (:mod:`lensllm.selectors.pooled`).
+pooled LensLLM-law predictor (:mod:`lensllm.core.selectors.pooled`).
 
-The rule (also in the module docstring of ``lensllm.selectors.pooled``):
+The rule (also in the module docstring of ``lensllm.core.selectors.pooled``):
 
     Candidate settings: recency = 0.5, 0.7071, 1, 1.4142, 2 doublings (a single scale),
     or the equal-weight average of the fits at all five scales ("avg").  On the
@@ -40,11 +40,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lensllm.benchmark import TASKS, load_benchmark, ratio_label
-from lensllm.curves import CurveSet
-from lensllm.evaluate import pearcorr, relacc
-from lensllm.selectors import AtS
-from lensllm.selectors.pooled import PooledSettings, pooled_lensllm_predict
+from lensllm.core.benchmark import TASKS, load_benchmark, ratio_label
+from lensllm.core.curves import CurveSet
+from lensllm.core.evaluation import pearcorr, relacc
+from lensllm.core.selectors import AtS
+from lensllm.core.selectors.pooled import PooledSettings, pooled_lensllm_predict
 
 SCALES = (0.5, 0.7071, 1.0, 1.4142, 2.0)
 #: candidate settings in tie-break order (earlier wins a tie)

@@ -29,7 +29,7 @@ def micro(tmp_path_factory) -> dict[str, Any]:
     """The micro zoo, built once per test session (< 1 minute), and a small task cut
     from the zoo's task: 64 test and 400 training examples."""
     pytest.importorskip("torch")
-    from lensllm.finetune.zoo import build_task, build_zoo
+    from lensllm.zoo.build import build_task, build_zoo
 
     cache = tmp_path_factory.getbasetemp() / "lensllm-micro-cache"
     manifest = build_zoo(cache, "micro", 0)

@@ -7,8 +7,8 @@ import csv
 import numpy as np
 import pytest
 
-from lensllm.benchmark import BUDGETS, TARGET, TASKS, load_benchmark
-from lensllm.evaluate import evaluate
+from lensllm.core.benchmark import BUDGETS, TARGET, TASKS, load_benchmark
+from lensllm.core.evaluation import evaluate
 
 # Lin et al., Table 1 (ratios 1/8 ... 1/512); a single number = the same at every ratio.
 PUBLISHED = {

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lensllm.benchmark import load_benchmark
+from lensllm.core.benchmark import load_benchmark
 
 JSON_KEYS = {"task", "method", "budget", "target", "ratio", "pearcorr", "relacc", "rmse",
              "mape"}

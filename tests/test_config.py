@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lensllm.config import load_config, parse_config
 from lensllm.errors import InputError
+from lensllm.run.config import load_config, parse_config
 
 BASE = {"candidates": [{"name": "a", "path": "ckpt-a"}, {"name": "b", "path": "ckpt-b"}],
         "task": {"path": "task.jsonl"}, "budget": 256, "target": 4096}

@@ -2,7 +2,7 @@
 
 This machine has no GPU: the GPU spreading is checked through the environment each
 pool worker is given (``CUDA_VISIBLE_DEVICES``), which is all the executor does; the
-jobs themselves then resolve ``auto`` to that GPU (see lensllm.finetune.device).
+jobs themselves then resolve ``auto`` to that GPU (see lensllm.hf.device).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import time
 import pytest
 
 from lensllm.errors import InputError
-from lensllm.executors.local import LocalExecutor
-from lensllm.finetune.device import check_device_setting, resolve_device, visible_gpus
+from lensllm.hf.device import check_device_setting, resolve_device, visible_gpus
+from lensllm.run.executors.local import LocalExecutor
 
 
 def worker_gpu(delay: float) -> tuple[int, str | None]:

@@ -34,7 +34,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("yaml")
 
-from lensllm.store import Store, write_record
+from lensllm.run.store import Store, write_record
 from micro_runs import SIZES, cli_args, cli_env, run_cli, strip_volatile, write_config
 
 pytestmark = pytest.mark.torch

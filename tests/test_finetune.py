@@ -23,7 +23,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
 from lensllm.errors import InputError  # noqa: E402
-from lensllm.finetune import (  # noqa: E402
+from lensllm.hf import (  # noqa: E402
     Candidate,
     Progress,
     RunResult,
@@ -36,7 +36,7 @@ from lensllm.finetune import (  # noqa: E402
     run_finetune,
     smollm2_candidate,
 )
-from lensllm.finetune.tasks import IGNORE_INDEX  # noqa: E402
+from lensllm.hf.tasks import IGNORE_INDEX  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -573,7 +573,7 @@ def test_causal_pair_masking(pairs_task: Task, tokenizer: Any) -> None:
 
 
 def test_encoder_decoder_layout_and_truncation(pairs_task: Task, tokenizer: Any) -> None:
-    from lensllm.finetune.tasks import tokenize_examples
+    from lensllm.hf.tasks import tokenize_examples
 
     seq2seq = pairs_task.tokenize(tokenizer, max_length=48, encoder_decoder=True)
     example = pairs_task.examples("test")[0]
@@ -835,7 +835,7 @@ def test_runs_repeat_across_processes(gpt2_dir: Path, pairs_file: Path) -> None:
 
     script = (
         "import json, sys\n"
-        "from lensllm.finetune import Candidate, TrainConfig, load_task, run_finetune\n"
+        "from lensllm.hf import Candidate, TrainConfig, load_task, run_finetune\n"
         "task = load_task(sys.argv[2], test_size=24, val_size=16, n0=16)\n"
         "config = TrainConfig(max_epochs=2, num_threads=1, max_length=48, batch_size=8)\n"
         "result = run_finetune(Candidate('g', sys.argv[1], learning_rate=3e-3), task, 32,\n"

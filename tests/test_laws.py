@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import least_squares
 
-from lensllm.curves import NTKSpectrum
+from lensllm.core.curves import NTKSpectrum
+from lensllm.core.laws import LensLLMLaw, PowerLaw, Prior, RectifiedLaw, fit_law, ntk_term
+from lensllm.core.laws.fit import fit_curves, robust_rho
 from lensllm.errors import InputError
-from lensllm.laws import LensLLMLaw, PowerLaw, Prior, RectifiedLaw, fit_law, ntk_term
-from lensllm.laws.fit import fit_curves, robust_rho
 
 SIZES = np.r_[0, 200 * 2.0 ** np.arange(14)]  # zero-shot + the benchmark's sizes
 unit = st.floats(0.0, 1.0)

@@ -1,4 +1,4 @@
-"""Tests of the empirical-NTK measurement (lensllm.ntk) on tiny models built from configs."""
+"""Tests of the empirical-NTK measurement (lensllm.hf.ntk) on tiny models built from configs."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import numpy as np  # noqa: E402
 import scipy.linalg  # noqa: E402
 from torch import nn  # noqa: E402
 
-from lensllm.curves import NTKSpectrum  # noqa: E402
+from lensllm.core.curves import NTKSpectrum  # noqa: E402
+from lensllm.core.laws.families import ntk_term  # noqa: E402
 from lensllm.errors import InputError  # noqa: E402
-from lensllm.laws.families import ntk_term  # noqa: E402
-from lensllm.ntk import (  # noqa: E402
+from lensllm.hf.ntk import (  # noqa: E402
     find_block_list,
     measure_ntk,
     per_example_gradients,

@@ -68,7 +68,7 @@ def test_micro_zoo_end_to_end_with_verify(tmp_path, micro):
     again = run_cli("run", str(config), "--verify", "--format", "json", "--quiet")
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads(again.stdout)["chosen"] == summary["chosen"]
-    from lensllm.store import Store
+    from lensllm.run.store import Store
 
     with Store(run_dir) as store:
         invocations = [e["invocation"] for e in store.events("start")]
@@ -85,9 +85,9 @@ def test_weight_metrics_job_is_silent_and_leaves_logging_alone(micro):
     name, path = sorted(micro["candidates"].items())[0]
     script = f"""
 import json, logging
-from lensllm.executors import Job
-from lensllm.executors.base import execute
-from lensllm.finetune import Candidate
+from lensllm.run.executors import Job
+from lensllm.run.executors.base import execute
+from lensllm.hf import Candidate
 spec = {{"candidate": Candidate(name={name!r}, path={path!r}).to_dict(),
         "task": {{"path": {str(micro["task"])!r}, "test_size": 8, "val_size": 8}},
         "training": {{}}}}
@@ -113,7 +113,7 @@ def test_nlpmetrics_method_measures_the_weights(tmp_path, micro):
     --verify; a plain run of another method has none (test_failures' reference run
     counts its jobs exactly)."""
     pytest.importorskip("weightwatcher")
-    from lensllm.store import Store
+    from lensllm.run.store import Store
 
     config = micro_config(tmp_path, micro["cache"], search="grid", ntk={"enabled": False},
                           task={"path": str(micro["task"]), "n0": 8, "val_size": 16},

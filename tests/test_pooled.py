@@ -1,16 +1,16 @@
-"""The pooled LensLLM-law predictor (lensllm.selectors.pooled)."""
+"""The pooled LensLLM-law predictor (lensllm.core.selectors.pooled)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from lensllm.benchmark import load_benchmark
-from lensllm.curves import Curve, CurveSet
+from lensllm.core.benchmark import load_benchmark
+from lensllm.core.curves import Curve, CurveSet
+from lensllm.core.evaluation import pearcorr
+from lensllm.core.selectors import AtS
+from lensllm.core.selectors.pooled import PooledSettings, pooled_lensllm_predict
 from lensllm.errors import InputError
-from lensllm.evaluate import pearcorr
-from lensllm.selectors import AtS
-from lensllm.selectors.pooled import PooledSettings, pooled_lensllm_predict
 
 DOUBLINGS = 200 * 2 ** np.arange(8)          # 200 ... 25,600
 TARGET = int(DOUBLINGS[-1]) * 8              # 8x the largest size

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from lensllm.config import ExecutorSettings
 from lensllm.errors import InputError
-from lensllm.executors import Job, JobFailure, make_executor
+from lensllm.run.config import ExecutorSettings
+from lensllm.run.executors import Job, JobFailure, make_executor
 from micro_runs import run_cli, strip_volatile, write_config
 
 CANDIDATES = ("d32-L1-pt240", "d64-L2-pt80", "d96-L2-pt30")
@@ -44,7 +44,7 @@ def test_missing_ray_is_an_input_error_naming_the_extra(monkeypatch):
 
 def test_local_ray_refuses_tasks_larger_than_the_machine():
     pytest.importorskip("ray")
-    from lensllm.executors.ray_executor import RayExecutor
+    from lensllm.run.executors.ray import RayExecutor
 
     with pytest.raises(InputError) as info:
         RayExecutor(num_cpus=64, local_cpus=2)
@@ -55,7 +55,7 @@ def test_local_ray_refuses_tasks_larger_than_the_machine():
 
 def test_unreachable_cluster_fails_fast():
     pytest.importorskip("ray")
-    from lensllm.executors.ray_executor import RayExecutor
+    from lensllm.run.executors.ray import RayExecutor
 
     executor = RayExecutor(address="127.0.0.1:1")
     started = time.monotonic()
@@ -69,7 +69,7 @@ def test_task_writes_records_only_where_the_run_dir_is_visible(monkeypatch, tmp_
     """A worker that does not see the run directory writes no record (and creates no
     folder); the result travels back through Ray only."""
     pytest.importorskip("ray")
-    from lensllm.executors import ray_executor
+    from lensllm.run.executors import ray as ray_executor
 
     seen: list[Job] = []
     monkeypatch.setattr(ray_executor, "execute", lambda job: seen.append(job) or {})
@@ -91,7 +91,7 @@ def test_dead_ray_worker_and_failing_job_come_back_as_failures(monkeypatch):
     """A worker killed mid-task (os._exit) and a job that raises both come back as
     JobFailure, not as exceptions; a good job elsewhere in the batch is unaffected."""
     pytest.importorskip("ray")
-    from lensllm.executors.ray_executor import RayExecutor
+    from lensllm.run.executors.ray import RayExecutor
 
     monkeypatch.setenv("LENSLLM_FAULT", "crash:dies@1:1;fail:raises@1:1")
     executor = RayExecutor(num_cpus=1)
@@ -121,7 +121,7 @@ def _run(config: Path, run_dir: Path) -> tuple[dict[str, Any], float]:
 
 
 def _results(run_dir: Path) -> dict[str, Any]:
-    from lensllm.store import Store
+    from lensllm.run.store import Store
 
     with Store(run_dir, invocation="reader") as store:
         return {r.key: (r.kind, r.candidate, r.size, r.status, r.attempts, strip_volatile(r.result))

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import pytest
 
 from lensllm import load_benchmark, select
-from lensllm.benchmark import TARGET
+from lensllm.core.benchmark import TARGET
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 MODELS = ("gpt2", "t5-small", "facebook/bart-base", "MBZUAI/LaMini-GPT-124M")

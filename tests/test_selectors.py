@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 import lensllm
-from lensllm.curves import parse_curves
+from lensllm.core.curves import parse_curves
+from lensllm.core.evaluation import mape, pearcorr, relacc, rmse
+from lensllm.core.selectors import AtS, make_selector, split_methods
+from lensllm.core.selectors.ats import power_phase_start
 from lensllm.errors import InputError
-from lensllm.evaluate import mape, pearcorr, relacc, rmse
-from lensllm.selectors import AtS, make_selector, split_methods
-from lensllm.selectors.ats import power_phase_start
 
 SIZES = 200 * 2 ** np.arange(8)
 

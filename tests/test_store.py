@@ -11,7 +11,7 @@ import time
 import pytest
 
 from lensllm.errors import InputError
-from lensllm.store import Store, job_key, write_record
+from lensllm.run.store import Store, job_key, write_record
 
 
 def test_job_key_is_canonical_and_sensitive():

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 import lensllm
-from lensllm.budget import (
+from lensllm.core.curves import Curve, CurveSet
+from lensllm.core.evaluation import calibration
+from lensllm.core.search import (
     FlopsLedger,
     HalvingSettings,
     SuccessiveHalving,
@@ -17,10 +19,8 @@ from lensllm.budget import (
     replay,
     training_flops,
 )
-from lensllm.curves import Curve, CurveSet
+from lensllm.core.uncertainty import backtests, error_models, interval, probability_best
 from lensllm.errors import InputError
-from lensllm.evaluate import calibration
-from lensllm.uncertainty import backtests, error_models, interval, probability_best
 
 SIZES = 100 * 2 ** np.arange(10)
 
@@ -154,7 +154,7 @@ def test_halving_bad_inputs():
 
 def test_halving_rungs_keep_what_the_candidates_carry():
     """Each rung's curves keep the candidates' other measurements (weight metrics here)."""
-    from lensllm.selectors.ats import AtS
+    from lensllm.core.selectors.ats import AtS
 
     seen: list[dict] = []
 

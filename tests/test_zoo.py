@@ -24,8 +24,8 @@ pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
 from lensllm.errors import InputError  # noqa: E402
-from lensllm.finetune import corpora, zoo  # noqa: E402
-from lensllm.finetune.zoo import (  # noqa: E402
+from lensllm.hf import corpora, zoo  # noqa: E402
+from lensllm.zoo.build import (  # noqa: E402
     CandidateSpec,
     ZooRecipe,
     build_task,

@@ -12,11 +12,11 @@ Python API::
 
 from __future__ import annotations
 
-from lensllm.benchmark import load_benchmark
-from lensllm.curves import Curve, CurveSet, NTKSpectrum, load_curves
+from lensllm.core.benchmark import load_benchmark
+from lensllm.core.curves import Curve, CurveSet, NTKSpectrum, load_curves
+from lensllm.core.evaluation import Evaluation, evaluate
+from lensllm.core.selectors import Selection, Selector, make_selector
 from lensllm.errors import InputError, LensLLMError
-from lensllm.evaluate import Evaluation, evaluate
-from lensllm.selectors import Selection, Selector, make_selector
 
 __version__ = "0.1.0"
 

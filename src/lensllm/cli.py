@@ -90,8 +90,8 @@ def _print_evaluation(evaluation, fmt: str, plots: Path | None) -> None:
 def bench(tasks: str, methods: str | None, fmt: str, plots: Path | None, calibration: bool,
           adaptive: bool, flops_budgets: str) -> None:
     """Replay the papers' protocol on the bundled benchmark (30 LLMs x 3 tasks)."""
-    from lensllm.benchmark import BUDGETS, TARGET, load_benchmark
-    from lensllm.selectors import DEFAULT_METHODS, split_methods
+    from lensllm.core.benchmark import BUDGETS, TARGET, load_benchmark
+    from lensllm.core.selectors import DEFAULT_METHODS, split_methods
 
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     if not names:
@@ -106,7 +106,7 @@ def bench(tasks: str, methods: str | None, fmt: str, plots: Path | None, calibra
         _bench_adaptive(curve_sets, split_methods(methods)[0] if methods else "lensllm",
                         _share_list(flops_budgets), BUDGETS, TARGET, fmt, plots)
     else:
-        from lensllm.evaluate import evaluate
+        from lensllm.core.evaluation import evaluate
 
         method_list = split_methods(methods) if methods else list(DEFAULT_METHODS)
         evaluation = evaluate(curve_sets, methods=method_list, budgets=BUDGETS,
@@ -130,7 +130,7 @@ def _share_list(text: str) -> list[float]:
 def _bench_calibration(curve_sets, methods, budgets, target, fmt: str) -> None:
     from dataclasses import asdict
 
-    from lensllm.evaluate import calibration
+    from lensllm.core.evaluation import calibration
     from lensllm.report.bench import calibration_table
 
     cells = [cell for m in methods for cell in calibration(curve_sets, m, budgets, target)]
@@ -150,8 +150,8 @@ def _bench_calibration(curve_sets, methods, budgets, target, fmt: str) -> None:
 
 
 def _bench_adaptive(curve_sets, method, shares, budgets, target, fmt, plots) -> None:
-    from lensllm.benchmark import TOKENS_PER_EXAMPLE
-    from lensllm.budget import adaptive_benchmark
+    from lensllm.core.benchmark import TOKENS_PER_EXAMPLE
+    from lensllm.core.search import adaptive_benchmark
     from lensllm.report.bench import adaptive_table
 
     rows, fixed = adaptive_benchmark(curve_sets, target, TOKENS_PER_EXAMPLE, shares,
@@ -179,9 +179,9 @@ def _bench_adaptive(curve_sets, method, shares, budgets, target, fmt, plots) -> 
 def evaluate_cmd(curves: Path, target: int, budgets: str | None, methods: str | None,
                  fmt: str, plots: Path | None) -> None:
     """Run the selection protocol on your own curves."""
-    from lensllm.curves import load_curves
-    from lensllm.evaluate import evaluate
-    from lensllm.selectors import DEFAULT_METHODS, split_methods
+    from lensllm.core.curves import load_curves
+    from lensllm.core.evaluation import evaluate
+    from lensllm.core.selectors import DEFAULT_METHODS, split_methods
 
     curve_set = load_curves(curves)
     method_list = split_methods(methods) if methods else list(DEFAULT_METHODS)
@@ -199,7 +199,7 @@ def evaluate_cmd(curves: Path, target: int, budgets: str | None, methods: str | 
 def select_cmd(curves: Path, budget: int, target: int, method: str, fmt: str) -> None:
     """Rank the models of a curve file and name the one to fine-tune."""
     from lensllm import select
-    from lensllm.curves import load_curves
+    from lensllm.core.curves import load_curves
     from lensllm.report.bench import selection_json, selection_table
 
     selection = select(load_curves(curves), method, budget=budget, target=target)
@@ -227,7 +227,7 @@ def select_cmd(curves: Path, budget: int, target: int, method: str, fmt: str) ->
 def fit(curves: Path, model: str, law: str, budget: int | None, target: int | None,
         mode: str, plot: Path | None, fmt: str) -> None:
     """Fit one law to one model's curve; print the parameters and the extrapolation."""
-    from lensllm.curves import load_curves
+    from lensllm.core.curves import load_curves
     from lensllm.report.bench import fit_report
 
     report = fit_report(load_curves(curves), model, law, budget, target, mode, plot)
@@ -260,9 +260,9 @@ def run_cmd(config: Path, verify: bool, flops_budget: float | None, search: str 
     """Fine-tune, measure NTKs, fit, rank and report, from a YAML run config."""
     from dataclasses import replace
 
-    from lensllm.config import load_config
-    from lensllm.pipeline import Progress, run, summary_json
     from lensllm.report.bench import selection_table
+    from lensllm.run.config import load_config
+    from lensllm.run.pipeline import Progress, run, summary_json
 
     cfg = load_config(config)
     if flops_budget is not None:
@@ -272,8 +272,8 @@ def run_cmd(config: Path, verify: bool, flops_budget: float | None, search: str 
     if search is not None:
         cfg = replace(cfg, search=search)
         if search == "adaptive":
-            from lensllm.budget import check_adaptive_method
-            from lensllm.selectors import make_selector
+            from lensllm.core.search import check_adaptive_method
+            from lensllm.core.selectors import make_selector
 
             check_adaptive_method(make_selector(cfg.method), "--search adaptive: ")
     if executor_kind is not None or workers is not None:
@@ -317,7 +317,7 @@ def zoo() -> None:
               default=Path("~/.cache/lensllm"), show_default=True)
 def zoo_build(size: str, seed: int, cache_dir: Path) -> None:
     """Train the tokenizer and pretrain the zoo's candidates (cached, deterministic)."""
-    from lensllm.finetune.zoo import build_task, build_zoo
+    from lensllm.zoo.build import build_task, build_zoo
 
     manifest = build_zoo(cache_dir.expanduser(), size, seed,
                          progress=lambda m: sys.stderr.write(m + "\n"))

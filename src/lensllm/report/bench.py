@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from lensllm.curves import CurveSet
+from lensllm.core.curves import CurveSet
+from lensllm.core.evaluation import Cell, Evaluation
+from lensllm.core.selectors import Selection
 from lensllm.errors import InputError
-from lensllm.evaluate import Cell, Evaluation
 from lensllm.report.tables import fmt, text_table
-from lensllm.selectors import Selection
 
 METRICS = (("pearcorr", "PearCorr"), ("relacc", "RelAcc"))
 
@@ -145,9 +145,9 @@ def selection_table(selection: Selection) -> str:
 def fit_report(curves: CurveSet, model: str, law_name: str, budget: int | None,
                target: int | None, mode: str, plot: Path | None) -> dict[str, Any]:
     """Fit one law to one curve; text + JSON summaries, optional plot."""
-    from lensllm.laws import LensLLMLaw, PowerLaw, RectifiedLaw
-    from lensllm.laws.fit import fit_law
-    from lensllm.selectors.lawfit import fit_points
+    from lensllm.core.laws import LensLLMLaw, PowerLaw, RectifiedLaw
+    from lensllm.core.laws.fit import fit_law
+    from lensllm.core.selectors.lawfit import fit_points
 
     curve = curves[model]
     seen = curve.within(budget) if budget is not None else curve

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lensllm.curves import Curve
+from lensllm.core.curves import Curve
 
 
 def _pyplot():

@@ -1,0 +1,204 @@
+"""The selector interface and its result object.
+
+A selector looks at a task's curves as they would be known under a data budget
+(zero-shot loss, losses at sizes <= budget, parameter counts, NTK data), gives every
+model a *score*, and picks the model with the best score.  Law-based selectors also
+predict the loss at the target size, and some give an interval and P(best).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from lensllm.core.curves import Curve, CurveSet
+from lensllm.errors import InputError
+
+
+@dataclass
+class Selection:
+    """What a selector decided for one task, budget and target.
+
+    ``details`` holds method-specific extras; a predicting selector puts there
+    ``predict(i, sizes)``, the loss it predicts for model ``i`` at any sizes (plots use
+    it), and law-fit selectors their ``fits``.
+    """
+
+    method: str
+    task: str
+    budget: int
+    target: int
+    models: list[str]
+    scores: np.ndarray
+    predicted: np.ndarray | None = None
+    lower: np.ndarray | None = None
+    upper: np.ndarray | None = None
+    p_best: np.ndarray | None = None
+    higher_is_better: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def order(self) -> np.ndarray:
+        """Model indices from best to worst (ties keep the input order)."""
+        key = -self.scores if self.higher_is_better else self.scores
+        key = np.where(np.isfinite(key), key, np.inf)
+        return np.argsort(key, kind="stable")
+
+    @property
+    def ranks(self) -> np.ndarray:
+        ranks = np.empty(len(self.models), dtype=int)
+        ranks[self.order] = np.arange(1, len(self.models) + 1)
+        return ranks
+
+    @property
+    def chosen(self) -> str:
+        return self.models[int(self.order[0])]
+
+    def to_records(self) -> list[dict[str, Any]]:
+        rows = []
+        ranks = self.ranks
+        for i in self.order:
+            row: dict[str, Any] = {"rank": int(ranks[i]), "model": self.models[i],
+                                   "score": float(self.scores[i])}
+            if self.predicted is not None:
+                row["predicted"] = float(self.predicted[i])
+            for name in ("lower", "upper", "p_best"):
+                values = getattr(self, name)
+                if values is not None:
+                    value = float(values[i])
+                    row[name] = value if math.isfinite(value) else None
+            rows.append(row)
+        return rows
+
+    def to_frame(self):
+        """The ranking as a pandas DataFrame (best first)."""
+        import pandas as pd
+
+        return pd.DataFrame.from_records(self.to_records())
+
+
+class Selector(ABC):
+    """Scores every candidate of a task from what is known under a budget."""
+
+    name: ClassVar[str] = "selector"
+    #: what the score is, for people reading a ranking
+    score_label: ClassVar[str] = "score"
+    needs_zero_shot: ClassVar[bool] = False
+    needs_params: ClassVar[bool] = False
+    #: fewest measured sizes (> 0, <= budget) each curve must have
+    min_points: ClassVar[int] = 0
+    higher_is_better: ClassVar[bool] = False
+    #: whether the score is a predicted loss at the target (False: a ranking score only)
+    predicts_loss: ClassVar[bool] = True
+
+    def settings(self) -> dict[str, Any]:
+        """The selector's settings (shown in reports, part of a result's identity)."""
+        return {}
+
+    @property
+    def label(self) -> str:
+        """The name, plus the options it was built with (``ats[k=4]``)."""
+        return getattr(self, "_label", None) or self.name
+
+    def select(self, curves: CurveSet, budget: int, target: int, *,
+               uncertainty: bool = False, level: float = 0.9) -> Selection:
+        """Score the curves seen under ``budget`` and rank them for ``target``."""
+        return self.select_many([(curves, budget, target)], uncertainty=uncertainty,
+                                level=level)[0]
+
+    def select_many(self, requests: list[tuple[CurveSet, int, int]], *,
+                    uncertainty: bool = False, level: float = 0.9) -> list[Selection]:
+        """:meth:`select` for many (curves, budget, target) at once.
+
+        Selectors whose work vectorises (law fits) override :meth:`_select_many`.
+        With ``uncertainty``, predicting selectors also get ``level`` intervals and
+        P(best) from back-testing (see :mod:`lensllm.core.uncertainty`).
+        """
+        visible = []
+        for curves, budget, target in requests:
+            check_budget(budget, target)
+            seen = curves.within(budget)
+            for curve in seen:
+                self._check_curve(curve, budget, curves.task)
+            visible.append((seen, budget, target))
+        selections = self._select_many(visible)
+        for selection in selections:
+            selection.higher_is_better = self.higher_is_better
+            selection.method = self.label
+        if uncertainty:
+            self._add_uncertainty(visible, selections, level)
+        return selections
+
+    #: exponent of the back-tested error growth with the horizon (lensllm.core.uncertainty);
+    #: 1.5 is what the rule in benchmarks/tune_intervals.py picks for ``lensllm``
+    interval_gamma: ClassVar[float] = 1.5
+
+    def _add_uncertainty(self, requests: list[tuple[CurveSet, int, int]],
+                         selections: list[Selection], level: float) -> None:
+        from lensllm.core.uncertainty import error_models, interval, probability_best
+
+        if not (0 < level < 1):
+            raise InputError(f"interval level must be between 0 and 1, got {level}")
+        if any(s.predicted is None for s in selections):
+            return  # scores that are not predictions have no interval
+
+        def predictor(pseudo):
+            return [s.predicted for s in self._select_many(pseudo)]
+
+        models = error_models(predictor, requests, max(self.min_points, 2),
+                              self.interval_gamma)
+        for selection, model, (_, budget, target) in zip(selections, models, requests,
+                                                         strict=True):
+            horizon = math.log2(target / budget)
+            selection.lower, selection.upper = interval(selection.predicted,
+                                                        model.rmse_at(horizon), level)
+            selection.p_best = probability_best(selection.predicted, model.sd_rel_at(horizon))
+            selection.details["error_model"] = model
+            selection.details["level"] = level
+
+    def _select_many(self, requests: list[tuple[CurveSet, int, int]]) -> list[Selection]:
+        return [self._select(*request) for request in requests]
+
+    def _check_curve(self, curve: Curve, budget: int, task: str) -> None:
+        if self.needs_zero_shot and curve.zero_shot is None:
+            raise InputError(
+                f"{task}: model {curve.model!r} has no zero-shot loss (size 0); "
+                f"the {self.name} method needs it"
+            )
+        if self.needs_params and curve.params is None:
+            raise InputError(
+                f"{task}: model {curve.model!r} has no parameter count; the {self.name} "
+                "method needs it (column 'size' in wide files, 'params' in long files)"
+            )
+        if len(curve) < self.min_points:
+            seen = ", ".join(str(int(n)) for n in curve.sizes) or "none"
+            raise InputError(
+                f"{task}: model {curve.model!r} has {len(curve)} measured size(s) <= budget "
+                f"{budget} ({seen}); the {self.name} method needs at least {self.min_points}"
+            )
+
+    @abstractmethod
+    def _select(self, curves: CurveSet, budget: int, target: int) -> Selection:
+        """Score curves already restricted to the budget and validated."""
+
+    def _selection(self, curves: CurveSet, budget: int, target: int, scores: np.ndarray,
+                   **extra: Any) -> Selection:
+        return Selection(method=self.name, task=curves.task, budget=int(budget),
+                         target=int(target), models=curves.models,
+                         scores=np.asarray(scores, dtype=float), **extra)
+
+
+def check_budget(budget: int, target: int) -> None:
+    if budget <= 0:
+        raise InputError(f"budget must be a positive number of examples, got {budget}")
+    if target <= 0:
+        raise InputError(f"target must be a positive number of examples, got {target}")
+    if budget >= target:
+        raise InputError(
+            f"budget ({budget}) must be smaller than the target ({target}): the point is to "
+            "predict the loss at a data size you have not trained on"
+        )

@@ -1,0 +1,719 @@
+"""One fine-tuning run: (candidate, task, subset size, seed) -> :class:`RunResult`.
+
+The loop is hand-written rather than built on ``transformers.Trainer``: on a CPU the
+Trainer's per-step bookkeeping, its DataLoader workers and its checkpoint-to-disk
+early stopping cost more than the tiny models' steps themselves, it writes files
+(``output_dir``) the run must not leave behind, and owning the loop makes the
+quantities the scaling law needs -- the step count ``t`` where early stopping ended,
+tokens seen, FLOPs, best-validation test loss -- exact rather than reconstructed
+from logs.
+
+A run:
+
+1. seeds torch (inside a forked RNG, so the caller's RNG state is untouched), loads
+   the candidate (LoRA adapters are initialised from that seed) and tokenises the
+   task (cached);
+2. measures the zero-shot test and validation losses;
+3. trains with AdamW, linear warmup then linear/cosine decay, gradient clipping,
+   evaluating the validation loss every ``eval_every`` steps and stopping after
+   ``patience`` evaluations without improvement (or at the step/epoch caps);
+4. measures the test loss of the final weights and of the best-validation weights
+   (kept in memory, never on disk).
+
+Losses are mean negative log-likelihoods per scored token (nats), summed over the
+whole split before dividing, so padding and batch composition do not change them.
+
+FLOPs (standard matmul counting, 2 FLOPs per parameter per token for a forward pass;
+attention-score FLOPs ignored, as in the 6·N·D rule; every parameter, embeddings
+included, counts as used by every token that passes through its part of the model):
+
+* training, per token through a part with ``N`` parameters of which ``T`` train:
+  forward ``2N`` + backward through activations ``2N`` + weight gradients ``2T``,
+  i.e. ``4N + 2T``.  Full fine-tuning (``T = N``) gives the familiar ``6N``; LoRA
+  gives ``4·N_base + 6·N_adapter`` (the adapters are part of ``N`` and are ``T``).
+* evaluation (zero-shot, validation, test), per token: ``2N``, counted separately.
+* encoder-decoder models: encoder tokens are charged the encoder's parameters and
+  decoder (target) tokens the rest (decoder, LM head, shared embeddings).
+
+Determinism: the same candidate, task, size, seed, config and torch thread count give
+bit-identical losses.  The thread count matters because CPU kernels split reductions
+by thread; set :attr:`TrainConfig.num_threads` to pin it (it is recorded either way).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lensllm.errors import InputError
+from lensllm.hf.candidates import Candidate, load_candidate
+from lensllm.hf.tasks import IGNORE_INDEX, Task, TokenizedSplit
+
+SCHEDULES = ("linear", "cosine", "constant")
+# With eval_every unset the validation loss is measured once per epoch, but at least
+# this often, so early stopping still works on large subsets.
+MAX_AUTO_EVAL_INTERVAL = 200
+
+STAGES = ("zero_shot", "train", "eval", "test", "done")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of a fine-tuning run (the learning rate lives on the candidate).
+
+    ``eval_batch_size=None`` uses twice ``batch_size``; ``max_steps=None`` leaves only
+    the epoch cap; ``eval_every=None`` evaluates once per epoch but at least every
+    :data:`MAX_AUTO_EVAL_INTERVAL` steps; ``max_grad_norm=None`` disables clipping;
+    ``num_threads=None`` keeps torch's current thread count.
+    """
+
+    batch_size: int = 8
+    eval_batch_size: int | None = None
+    max_length: int = 128
+    max_epochs: int = 10
+    max_steps: int | None = None
+    eval_every: int | None = None
+    patience: int = 3
+    warmup_ratio: float = 0.1
+    schedule: str = "linear"
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        def positive_int(key: str, optional: bool = False) -> None:
+            value = getattr(self, key)
+            if value is None and optional:
+                return
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"training: {key!r} must be an integer >= 1")
+
+        for key in ("batch_size", "max_length", "max_epochs", "patience"):
+            positive_int(key)
+        for key in ("eval_batch_size", "max_steps", "eval_every", "num_threads"):
+            positive_int(key, optional=True)
+        if self.max_length < 2:
+            raise InputError("training: 'max_length' must be >= 2 (a token and its successor)")
+        if not (_is_number(self.warmup_ratio) and 0 <= self.warmup_ratio < 1):
+            raise InputError("training: 'warmup_ratio' must be a number in [0, 1)")
+        if self.schedule not in SCHEDULES:
+            raise InputError(
+                f"training: unknown schedule {self.schedule!r}; use one of {', '.join(SCHEDULES)}"
+            )
+        if not (_is_number(self.weight_decay) and self.weight_decay >= 0):
+            raise InputError("training: 'weight_decay' must be a number >= 0")
+        if self.max_grad_norm is not None and not (
+            _is_number(self.max_grad_norm) and self.max_grad_norm > 0
+        ):
+            raise InputError("training: 'max_grad_norm' must be a number > 0 (or unset)")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build from a config mapping; unknown keys are an InputError."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(
+                f"training: unknown setting(s) {', '.join(unknown)}; known: "
+                f"{', '.join(sorted(known))}"
+            )
+        return cls(**data)
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that shape the result (the thread count only perturbs round-off)."""
+        out = asdict(self)
+        del out["num_threads"]
+        return out
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a run reports to its progress callback.
+
+    ``stage`` is ``"zero_shot"`` (before training), ``"train"`` (after each optimiser
+    step), ``"eval"`` (after each validation), ``"test"`` (final test evaluations) or
+    ``"done"``.  ``max_steps`` is the step cap; early stopping may end sooner.
+    ``test_loss`` (the best-validation checkpoint's) is set from ``"test"`` on.
+    """
+
+    stage: str
+    step: int
+    max_steps: int
+    train_loss: float | None = None
+    val_loss: float | None = None
+    best_val_loss: float | None = None
+    test_loss: float | None = None
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass
+class RunResult:
+    """The record of one fine-tuning run; :meth:`to_dict` gives a JSON-able dict.
+
+    Losses are per scored token, in nats.  ``test_loss`` (the best-validation
+    checkpoint's test loss) is the number a loss-vs-size curve uses; ``steps`` is the
+    optimiser step where training ended (the law's ``t``), ``best_step`` the step of
+    the best validation loss.  ``val_history`` lists ``{step, val_loss, train_loss}``
+    per evaluation (``train_loss``: mean over the steps since the previous one;
+    ``None`` at step 0).  ``stop_reason`` is ``early_stopping``, ``max_steps``,
+    ``max_epochs``, ``diverged`` (non-finite training loss) or ``no_training``
+    (size 0).
+    """
+
+    candidate: str
+    candidate_id: str
+    task: str
+    task_id: str
+    size: int
+    seed: int
+    method: str
+    zero_shot_test_loss: float
+    zero_shot_val_loss: float
+    test_loss: float
+    final_test_loss: float
+    best_val_loss: float
+    final_val_loss: float
+    best_step: int
+    steps: int
+    epochs: float
+    stop_reason: str
+    tokens_seen: int
+    target_tokens_seen: int
+    train_flops: float
+    eval_tokens: int
+    eval_flops: float
+    trainable_params: int
+    total_params: int
+    wall_time_s: float
+    train_time_s: float
+    eval_time_s: float
+    torch_threads: int
+    hyperparameters: dict[str, Any]
+    candidate_identity: dict[str, Any]
+    task_identity: dict[str, Any]
+    val_history: list[dict[str, float | None]] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)
+    #: where it ran ("cpu", "cuda:0"); not part of the run's identity
+    device: str = "cpu"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict of every field."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunResult:
+        """Rebuild a record from :meth:`to_dict` output (extra keys are ignored)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class _Costs:
+    """Per-token FLOPs of the two parts of a model (a causal LM is all 'decoder')."""
+
+    encoder_train: float
+    decoder_train: float
+    encoder_eval: float
+    decoder_eval: float
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The settings of a run resolved for its subset size."""
+
+    steps_per_epoch: int
+    max_steps: int
+    eval_every: int
+    warmup_steps: int
+    eval_batch_size: int
+
+    @classmethod
+    def for_size(cls, size: int, config: TrainConfig) -> _Plan:
+        steps_per_epoch = math.ceil(size / config.batch_size)
+        max_steps = steps_per_epoch * config.max_epochs
+        if config.max_steps is not None:
+            max_steps = min(max_steps, config.max_steps)
+        return cls(
+            steps_per_epoch=steps_per_epoch,
+            max_steps=max_steps,
+            eval_every=config.eval_every or max(1, min(steps_per_epoch, MAX_AUTO_EVAL_INTERVAL)),
+            warmup_steps=math.ceil(config.warmup_ratio * max_steps),
+            eval_batch_size=config.eval_batch_size or 2 * config.batch_size,
+        )
+
+
+class _Session:
+    """One run's model, data and running counters (tokens, FLOPs, clocks, early stopping)."""
+
+    def __init__(
+        self,
+        model: Any,
+        pad_id: int,
+        encoder_decoder: bool,
+        plan: _Plan,
+        notify: ProgressCallback,
+    ) -> None:
+        self.model = model
+        self.pad_id = pad_id
+        self.encoder_decoder = encoder_decoder
+        self.plan = plan
+        self.notify = notify
+        self.costs, self.total_params, self.trainable_params = _param_costs(model)
+        self.device = next(model.parameters()).device
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.eval_tokens = 0
+        self.eval_flops = 0.0
+        self.eval_time = 0.0
+        self.tokens_seen = 0
+        self.target_tokens_seen = 0
+        self.train_flops = 0.0
+        self.train_time = 0.0
+        self.step = 0
+        self.best_step = 0
+        self.best_val = math.nan
+        self.final_val = math.nan
+        self.best_state: list[torch.Tensor] | None = None
+        self.history: list[dict[str, float | None]] = []
+        self.stop_reason = "no_training"
+
+    def evaluate(self, split: TokenizedSplit) -> float:
+        """Mean NLL per scored token over a split; charges its tokens, FLOPs and time."""
+        started = time.perf_counter()
+        order = np.argsort(split.lengths, kind="stable").tolist()  # less padding
+        total, scored_total = 0.0, 0
+        batch_size = self.plan.eval_batch_size
+        self.model.eval()
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                batch = self._on_device(split.collate(order[start : start + batch_size],
+                                                      self.pad_id))
+                loss_sum, scored = _loss_sum(self.model, batch, self.encoder_decoder)
+                total += float(loss_sum)
+                scored_total += scored
+                enc_tokens, dec_tokens = _batch_tokens(batch, self.encoder_decoder)
+                self.eval_tokens += enc_tokens + dec_tokens
+                self.eval_flops += enc_tokens * self.costs.encoder_eval
+                self.eval_flops += dec_tokens * self.costs.decoder_eval
+        self.eval_time += time.perf_counter() - started
+        return total / scored_total if scored_total else math.nan
+
+    def train(
+        self,
+        train_split: TokenizedSplit,
+        val_split: TokenizedSplit,
+        zero_shot_val: float,
+        config: TrainConfig,
+        learning_rate: float,
+        seed: int,
+    ) -> None:
+        """Train until early stopping or a cap; keep the best-validation weights in memory."""
+        plan = self.plan
+        self.best_val = self.final_val = zero_shot_val
+        self.history = [{"step": 0, "val_loss": zero_shot_val, "train_loss": None}]
+        if len(train_split) == 0 or plan.max_steps == 0:
+            return
+        optimizer = torch.optim.AdamW(
+            _param_groups(self.model, config.weight_decay), lr=learning_rate
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, _schedule(config.schedule, plan.warmup_steps, plan.max_steps)
+        )
+        order_rng = torch.Generator().manual_seed(seed)  # data order depends on the seed only
+        bad_evals = 0
+        window: list[float] = []
+        while True:
+            order = torch.randperm(len(train_split), generator=order_rng).tolist()
+            for start in range(0, len(order), config.batch_size):
+                batch = self._on_device(
+                    train_split.collate(order[start : start + config.batch_size], self.pad_id)
+                )
+                loss = self._step(batch, optimizer, scheduler, config.max_grad_norm)
+                window.append(loss)
+                self.notify(
+                    Progress(
+                        "train",
+                        self.step,
+                        plan.max_steps,
+                        train_loss=loss,
+                        best_val_loss=self.best_val,
+                    )
+                )
+                if not math.isfinite(loss):
+                    self.stop_reason = "diverged"
+                    return
+                if self.step % plan.eval_every == 0 or self.step == plan.max_steps:
+                    val = self.evaluate(val_split)
+                    self.final_val = val
+                    self.history.append(
+                        {
+                            "step": self.step,
+                            "val_loss": val,
+                            "train_loss": sum(window) / len(window),
+                        }
+                    )
+                    window = []
+                    if val < self.best_val:
+                        self.best_val, self.best_step, bad_evals = val, self.step, 0
+                        self.best_state = [p.detach().clone() for p in self.trainable]
+                    else:
+                        bad_evals += 1
+                    self.notify(
+                        Progress(
+                            "eval",
+                            self.step,
+                            plan.max_steps,
+                            val_loss=val,
+                            best_val_loss=self.best_val,
+                        )
+                    )
+                    if bad_evals >= config.patience:
+                        self.stop_reason = "early_stopping"
+                        return
+                if self.step >= plan.max_steps:
+                    epochs_cap = plan.steps_per_epoch * config.max_epochs
+                    self.stop_reason = "max_epochs" if self.step == epochs_cap else "max_steps"
+                    return
+
+    def _step(
+        self,
+        batch: dict[str, torch.Tensor],
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        max_grad_norm: float | None,
+    ) -> float:
+        started = time.perf_counter()
+        self.model.train()
+        loss_sum, scored = _loss_sum(self.model, batch, self.encoder_decoder)
+        loss = loss_sum / max(scored, 1)  # mean over the batch's scored tokens
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.trainable, max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        self.train_time += time.perf_counter() - started
+        self.step += 1
+        enc_tokens, dec_tokens = _batch_tokens(batch, self.encoder_decoder)
+        self.tokens_seen += enc_tokens + dec_tokens
+        self.target_tokens_seen += scored
+        self.train_flops += enc_tokens * self.costs.encoder_train
+        self.train_flops += dec_tokens * self.costs.decoder_train
+        return float(loss.detach())
+
+    def _on_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.device.type == "cpu":
+            return batch
+        return {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
+
+    def restore_best(self) -> None:
+        """Put the best-validation weights back (only the trainable tensors changed)."""
+        if self.best_state is None:
+            return
+        with torch.no_grad():
+            for param, saved in zip(self.trainable, self.best_state, strict=True):
+                param.copy_(saved)
+
+
+def run_finetune(
+    candidate: Candidate,
+    task: Task,
+    size: int,
+    *,
+    seed: int = 0,
+    config: TrainConfig | None = None,
+    progress: ProgressCallback | None = None,
+    cache_dir: Path | str | None = None,
+    device: str | None = "auto",
+) -> RunResult:
+    """Fine-tune ``candidate`` on the first ``size`` training examples of ``task``.
+
+    ``size=0`` measures the zero-shot losses only.  ``cache_dir`` (optional) keeps
+    tokenised tasks on disk for later processes; nothing else is written anywhere.
+    ``progress`` receives a :class:`Progress` after every step and evaluation.
+    ``device``: ``auto`` (a visible GPU, else the CPU), ``cpu`` or ``cuda``.
+    """
+    config = config or TrainConfig()
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InputError(f"run: 'seed' must be an integer >= 0, got {seed!r}")
+    size = task.check_size(size)
+    info = candidate.checkpoint()
+    if info.is_encoder_decoder and task.kind == "text":
+        raise InputError(
+            f"task {task.name!r} is plain text (language modelling), which needs a causal "
+            f"LM; candidate {candidate.name!r} is an encoder-decoder model"
+        )
+    notify = progress or _ignore
+    plan = _Plan.for_size(size, config)
+    started = time.perf_counter()
+    with _torch_threads(config.num_threads) as threads, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # LoRA's adapter init and dropout draw from it
+        model, tokenizer = load_candidate(candidate, device=device)
+        _check_context_length(model, config.max_length, candidate.name)
+        tokenized = task.tokenize(
+            tokenizer,
+            max_length=config.max_length,
+            encoder_decoder=info.is_encoder_decoder,
+            cache_dir=cache_dir,
+        )
+        session = _Session(model, _pad_id(tokenizer), info.is_encoder_decoder, plan, notify)
+        test_split, val_split = tokenized.split("test"), tokenized.split("validation")
+        zero_test = session.evaluate(test_split)
+        zero_val = session.evaluate(val_split)
+        notify(Progress("zero_shot", 0, plan.max_steps, val_loss=zero_val, best_val_loss=zero_val))
+
+        session.train(
+            tokenized.train(size),
+            val_split,
+            zero_val,
+            config,
+            candidate.effective_learning_rate,
+            seed,
+        )
+        final_test = session.evaluate(test_split) if session.step else zero_test
+        if session.best_step == session.step:
+            best_test = final_test
+        elif session.best_step == 0:
+            # The best weights are the pretrained ones (LoRA adapters start as a no-op).
+            best_test = zero_test
+        else:
+            session.restore_best()
+            best_test = session.evaluate(test_split)
+        notify(
+            Progress(
+                "test",
+                session.step,
+                plan.max_steps,
+                val_loss=session.final_val,
+                best_val_loss=session.best_val,
+                test_loss=best_test,
+            )
+        )
+
+    result = RunResult(
+        candidate=candidate.name,
+        candidate_id=candidate.identity_hash(),
+        task=task.name,
+        task_id=task.identity_hash(),
+        size=size,
+        seed=seed,
+        method=candidate.method,
+        zero_shot_test_loss=zero_test,
+        zero_shot_val_loss=zero_val,
+        test_loss=best_test,
+        final_test_loss=final_test,
+        best_val_loss=session.best_val,
+        final_val_loss=session.final_val,
+        best_step=session.best_step,
+        steps=session.step,
+        epochs=session.step / plan.steps_per_epoch if plan.steps_per_epoch else 0.0,
+        stop_reason=session.stop_reason,
+        tokens_seen=session.tokens_seen,
+        target_tokens_seen=session.target_tokens_seen,
+        train_flops=session.train_flops,
+        eval_tokens=session.eval_tokens,
+        eval_flops=session.eval_flops,
+        trainable_params=session.trainable_params,
+        total_params=session.total_params,
+        wall_time_s=time.perf_counter() - started,
+        train_time_s=session.train_time,
+        eval_time_s=session.eval_time,
+        torch_threads=threads,
+        hyperparameters={
+            **candidate.method_settings(),
+            **config.identity(),
+            # What the settings above resolved to for this subset size.
+            "resolved": {
+                "eval_batch_size": plan.eval_batch_size,
+                "steps_per_epoch": plan.steps_per_epoch,
+                "max_steps": plan.max_steps,
+                "eval_every": plan.eval_every,
+                "warmup_steps": plan.warmup_steps,
+            },
+        },
+        candidate_identity=candidate.identity(),
+        task_identity=task.identity(),
+        val_history=session.history,
+        versions=_versions(candidate.method),
+        device=str(session.device),
+    )
+    notify(
+        Progress(
+            "done",
+            session.step,
+            plan.max_steps,
+            val_loss=session.final_val,
+            best_val_loss=session.best_val,
+            test_loss=best_test,
+        )
+    )
+    return result
+
+
+# --- pieces --------------------------------------------------------------------------
+
+
+def _ignore(_: Progress) -> None:
+    """The default progress callback: report nothing."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int | None) -> Iterator[int]:
+    """Pin torch's intra-op thread count for the run, restoring it afterwards."""
+    previous = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        if count is not None:
+            torch.set_num_threads(previous)
+
+
+def _check_context_length(model: Any, max_length: int, name: str) -> None:
+    config = model.config
+    limit = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+    if isinstance(limit, int) and max_length > limit:
+        raise InputError(
+            f"candidate {name!r}: max_length {max_length} exceeds the model's context of "
+            f"{limit} positions; lower max_length to {limit} or less"
+        )
+
+
+def _pad_id(tokenizer: Any) -> int:
+    """Padding id: pad, else EOS, else 0 -- padded positions are masked either way."""
+    for value in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if isinstance(value, int):
+            return value
+    return 0
+
+
+def _param_costs(model: Any) -> tuple[_Costs, int, int]:
+    """Per-token FLOPs of the encoder and decoder parts, and the parameter counts."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    encoder = base.get_encoder() if getattr(base.config, "is_encoder_decoder", False) else None
+    encoder_prefix = None
+    if encoder is not None:
+        encoder_prefix = next(
+            (name + "." for name, module in base.named_modules() if module is encoder), None
+        )
+    sides: dict[int, tuple[torch.nn.Parameter, set[str]]] = {}
+    for name, param in base.named_parameters(remove_duplicate=False):
+        side = "encoder" if encoder_prefix and name.startswith(encoder_prefix) else "decoder"
+        sides.setdefault(id(param), (param, set()))[1].add(side)
+    totals = {"encoder": 0, "decoder": 0}
+    trained = {"encoder": 0, "decoder": 0}
+    for param, where in sides.values():
+        # A shared (tied) tensor is charged to every part that uses it.
+        for side in where:
+            totals[side] += param.numel()
+            if param.requires_grad:
+                trained[side] += param.numel()
+    total = sum(p.numel() for p, _ in sides.values())
+    trainable = sum(p.numel() for p, _ in sides.values() if p.requires_grad)
+    costs = _Costs(
+        encoder_train=4.0 * totals["encoder"] + 2.0 * trained["encoder"],
+        decoder_train=4.0 * totals["decoder"] + 2.0 * trained["decoder"],
+        encoder_eval=2.0 * totals["encoder"],
+        decoder_eval=2.0 * totals["decoder"],
+    )
+    return costs, total, trainable
+
+
+def _param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: no weight decay on biases and norm gains (vectors), as usual."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def _schedule(kind: str, warmup: int, total: int) -> Callable[[int], float]:
+    """Learning-rate multiplier per step: linear warmup, then decay to zero at ``total``."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if kind == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if kind == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0 - progress
+
+    return factor
+
+
+def _decoder_inputs(model: Any, labels: torch.Tensor) -> torch.Tensor:
+    """Teacher-forcing decoder inputs: the labels shifted right behind the start token."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    prepare = getattr(base, "prepare_decoder_input_ids_from_labels", None)
+    if prepare is not None:
+        return prepare(labels=labels)
+    config = base.config
+    pad = config.pad_token_id if config.pad_token_id is not None else 0
+    shifted = labels.new_full(labels.shape, pad)
+    shifted[:, 1:] = labels[:, :-1]
+    shifted[:, 0] = config.decoder_start_token_id
+    return shifted.masked_fill(shifted == IGNORE_INDEX, pad)
+
+
+def _loss_sum(
+    model: Any, batch: dict[str, torch.Tensor], encoder_decoder: bool
+) -> tuple[torch.Tensor, int]:
+    """Summed token NLL over the scored positions of a batch, and their count."""
+    labels = batch["labels"]
+    if encoder_decoder:
+        logits = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            decoder_input_ids=_decoder_inputs(model, labels),
+        ).logits
+        targets = labels
+    else:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[
+            :, :-1
+        ]
+        targets = labels[:, 1:]
+    mask = targets != IGNORE_INDEX
+    scored = int(mask.sum())
+    if scored == 0:
+        return logits.sum() * 0.0, 0
+    # Only the scored positions go through the softmax: padding and context cost nothing.
+    loss = F.cross_entropy(logits[mask].float(), targets[mask], reduction="sum")
+    return loss, scored
+
+
+def _batch_tokens(batch: dict[str, torch.Tensor], encoder_decoder: bool) -> tuple[int, int]:
+    """Real (unpadded) tokens of a batch: (encoder tokens, decoder tokens)."""
+    real = int(batch["attention_mask"].sum())
+    if encoder_decoder:
+        return real, int((batch["labels"] != IGNORE_INDEX).sum())
+    return 0, real
+
+
+def _versions(method: str) -> dict[str, str]:
+    import transformers
+
+    versions = {"torch": torch.__version__, "transformers": transformers.__version__}
+    if method == "lora":
+        import peft
+
+        versions["peft"] = peft.__version__
+    return versions

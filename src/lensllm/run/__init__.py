@@ -1,0 +1,1 @@
+"""`lensllm run`: config, jobs, results store, executors and the pipeline that drives them."""

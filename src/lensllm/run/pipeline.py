@@ -1,0 +1,528 @@
+"""``lensllm run``: from checkpoints and a dataset to a ranked, reported decision.
+
+Steps (each resumable -- finished jobs live in the run directory's store):
+
+1. resolve the candidates and the task (building the offline zoo when asked);
+2. zero-shot losses (size-0 jobs) and NTK probes, one job per candidate;
+3. the search: ``adaptive`` (successive halving over data size, the default) or
+   ``grid`` (every candidate on every size up to the budget);
+4. curves from the store (with NTK spectra), the selection with intervals and P(best);
+5. the report (Markdown + PNG, and a self-contained HTML page);
+6. with ``verify``: every candidate on the full grid and at the target size, and every
+   method scored on this real set of candidates.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lensllm.core.curves import Curve, CurveSet, NTKSpectrum
+from lensllm.errors import InputError, LensLLMError
+from lensllm.run.config import RunConfig
+from lensllm.run.executors import Executor, Job, JobFailure, make_executor
+from lensllm.run.store import Store, job_key
+
+
+class Progress:
+    """A one-line progress bar on stderr (plain lines when not a terminal)."""
+
+    def __init__(self, stream=None, quiet: bool = False) -> None:
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.tty = getattr(self.stream, "isatty", lambda: False)()
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            self.stream.write(("\r\033[K" if self.tty else "") + text + "\n")
+            self.stream.flush()
+
+    def warn(self, text: str) -> None:
+        """A warning: shown even with ``quiet`` (it is not progress)."""
+        self.stream.write(("\r\033[K" if self.tty else "") + f"warning: {text}\n")
+        self.stream.flush()
+
+    def bar(self, done: int, total: int, text: str) -> None:
+        if self.quiet:
+            return
+        width = 24
+        filled = int(width * done / total) if total else width
+        line = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {text}"
+        if self.tty:
+            self.stream.write("\r\033[K" + line[:120])
+            if done == total:
+                self.stream.write("\n")
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+@dataclass
+class RunContext:
+    """Everything the steps share."""
+
+    config: RunConfig
+    store: Store
+    executor: Executor
+    progress: Progress
+    candidates: dict[str, Any]  # name -> lensllm.hf.Candidate
+    task_spec: dict[str, Any]
+    task: Any  # lensllm.hf.Task
+    training: dict[str, Any]
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    weight_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    curves: CurveSet
+    selection: Any
+    halving: Any | None
+    ledger: dict[str, Any]
+    failures: list[dict[str, Any]]
+    report: Path | None
+    verify: Any | None
+    wall_seconds: float
+
+
+# ------------------------------------------------------------------------ set-up
+
+def _resolve(config: RunConfig, progress: Progress) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Candidate specs and the task spec, building the zoo when the config asks."""
+    candidates = config.candidates
+    task = dict(config.task)
+    if config.zoo is not None:
+        from lensllm.zoo.build import build_task, build_zoo
+
+        started = time.perf_counter()
+        manifest = build_zoo(config.cache_dir, config.zoo["size"], config.zoo["seed"],
+                             progress=progress.message)
+        progress.message(f"zoo {manifest.size}: {len(manifest.candidates)} candidates ready "
+                         f"({time.perf_counter() - started:.0f} s)")
+        if candidates == "zoo" or isinstance(candidates, dict):
+            shared = candidates.get("zoo", {}) if isinstance(candidates, dict) else {}
+            candidates = [{"name": r.name, "path": str(r.path), **shared}
+                          for r in manifest.candidates]
+        if task.get("path") == "zoo":
+            task["path"] = str(build_task(config.cache_dir, seed=config.zoo["seed"]))
+            task.setdefault("name", "python-docs")
+    task.setdefault("seed", config.seed)
+    return {c["name"]: c for c in candidates}, task
+
+
+def open_run(config: RunConfig, progress: Progress | None = None,
+             executor: Executor | None = None) -> RunContext:
+    from lensllm.hf import Candidate, TrainConfig, load_task
+
+    progress = progress or Progress()
+    specs, task_spec = _resolve(config, progress)
+    candidates = {}
+    for name, spec in specs.items():
+        entry = {k: v for k, v in spec.items() if k != "name"}
+        candidates[name] = Candidate.from_dict({"name": name, **entry})
+        candidates[name].checkpoint()  # a missing or broken checkpoint fails here
+    task = load_task(**task_spec)
+    try:
+        training = TrainConfig.from_dict(dict(config.training)).identity()
+    except InputError as exc:  # name the file the bad setting is in
+        raise InputError(f"{config.source.name}: {exc}") from None
+    largest = max(config.sizes or [config.budget])
+    task.check_size(largest)
+    store = Store(config.run_dir)
+    store.set_meta("config", config.raw)
+    ingested, corrupt = store.ingest_records()
+    if ingested:
+        progress.message(f"recovered {ingested} finished job(s) from worker records")
+    if corrupt:
+        progress.warn(f"{len(corrupt)} corrupt or partial worker record(s) moved to "
+                      f"{store.records_dir / 'corrupt'}; their jobs will be redone: "
+                      f"{', '.join(corrupt)}")
+    store.log("start", detail={"argv": sys.argv[1:]})
+    return RunContext(config=config, store=store,
+                      executor=executor or make_executor(config.executor),
+                      progress=progress, candidates=candidates, task_spec=task_spec,
+                      task=task, training=training)
+
+
+def ladder(config: RunConfig, task: Any) -> list[int]:
+    """The subset sizes: the config's, else n0 x 2^k up to the budget."""
+    if config.sizes:
+        return list(config.sizes)
+    sizes = [n for n in task.subset_sizes(config.budget) if n <= config.budget]
+    if len(sizes) < 3:
+        raise InputError(f"{config.source.name}: only {len(sizes)} subset size(s) n0 x 2^k fit "
+                         f"under the budget {config.budget}; lower task.n0 or raise the budget")
+    return sizes
+
+
+# ------------------------------------------------------------------------- jobs
+
+def _job(ctx: RunContext, kind: str, name: str, size: int | None,
+         identity: dict[str, Any], **payload: Any) -> Job:
+    """A job for candidate ``name``: keyed by its kind, the candidate's identity and
+    ``identity`` (what determines the result); the worker gets the candidate, task,
+    training settings, device and ``payload``."""
+    candidate = ctx.candidates[name]
+    key = job_key({"kind": kind, "candidate": candidate.identity(), **identity})
+    return Job(key=key, kind=kind, candidate=name, size=size, seed=ctx.config.seed,
+               spec={"candidate": candidate.to_dict(), "task": ctx.task_spec,
+                     "training": dict(ctx.config.training),
+                     "device": ctx.config.executor.device, **payload},
+               records_dir=str(ctx.store.records_dir))
+
+
+def finetune_job(ctx: RunContext, name: str, size: int) -> Job:
+    identity = {"task": ctx.task.identity(), "size": int(size), "seed": ctx.config.seed,
+                "training": ctx.training}
+    return _job(ctx, "finetune", name, int(size), identity,
+                cache_dir=str(ctx.config.cache_dir))
+
+
+def ntk_job(ctx: RunContext, name: str) -> Job:
+    settings = {"params": ctx.config.ntk.params, "probe_size": ctx.config.ntk.probe_size,
+                "projection_dim": ctx.config.ntk.projection_dim}
+    identity = {"task": ctx.task.identity(), "seed": ctx.config.seed, "ntk": settings,
+                "max_length": ctx.training["max_length"]}
+    return _job(ctx, "ntk", name, None, identity, ntk=settings)
+
+
+def metrics_job(ctx: RunContext, name: str, fits: Sequence[str]) -> Job:
+    """weightwatcher on the pretrained weights; ``fits``: "PL" (alpha) and, when asked
+    for, "E_TPL" (lambda: minutes of powerlaw fitting per model)."""
+    return _job(ctx, "nlpmetrics", name, None, {"fits": list(fits)}, fits=list(fits))
+
+
+def run_jobs(ctx: RunContext, jobs: Sequence[Job], what: str) -> dict[str, dict[str, Any]]:
+    """Run the jobs not yet in the store (with retries); returns key -> result.
+
+    Failed jobs (after ``executor.retries`` retries) are recorded as failed with their
+    error and left out of the result; the search goes on without them.
+    """
+    results: dict[str, dict[str, Any]] = {}
+    todo = []
+    for job in jobs:
+        done = ctx.store.done(job.key)
+        if done is not None:
+            results[job.key] = done
+        else:
+            todo.append(job)
+    if not todo:
+        return results
+    total, finished = len(todo), 0
+    retries = ctx.config.executor.retries
+    ctx.progress.bar(0, total, what)
+    while todo:
+        again = []
+        for job in todo:
+            ctx.store.log("submit", key=job.key, detail={"label": job.label(),
+                                                          "attempt": job.attempt})
+        for job, outcome in ctx.executor.run(todo):
+            if isinstance(outcome, JobFailure):
+                if not outcome.counts:  # another job's dead worker broke the pool
+                    ctx.store.log("retry", key=job.key, detail={
+                        "error": outcome.message, "attempt": job.attempt, "counted": False})
+                    again.append(job)
+                    continue
+                if job.attempt <= retries and outcome.retryable:
+                    ctx.store.log("retry", key=job.key, detail={"error": outcome.message,
+                                                                 "attempt": job.attempt})
+                    again.append(replace(job, attempt=job.attempt + 1))
+                    continue
+                ctx.store.put(job.key, job.kind, job.candidate, job.size, job.seed, None,
+                              error=outcome.message, attempts=job.attempt)
+                ctx.failures.append({"job": job.label(), "error": outcome.message,
+                                     "attempts": job.attempt})
+                ctx.progress.warn(f"failed after {job.attempt} attempt(s): {job.label()}: "
+                                  f"{outcome.message}")
+            else:
+                ctx.store.put(job.key, job.kind, job.candidate, job.size, job.seed,
+                              outcome["result"], attempts=job.attempt)
+                (Path(job.records_dir) / f"{job.key}.json").unlink(missing_ok=True)
+                results[job.key] = outcome["result"]
+            finished += 1
+            ctx.progress.bar(finished, total, f"{what}: {job.label()}")
+        todo = again
+    return results
+
+
+# ----------------------------------------------------------------------- curves
+
+def _zero_shot(ctx: RunContext) -> dict[str, dict[str, Any]]:
+    jobs = [finetune_job(ctx, name, 0) for name in ctx.candidates]
+    results = run_jobs(ctx, jobs, "zero-shot losses")
+    return {job.candidate: results[job.key] for job in jobs if job.key in results}
+
+
+def _ntk(ctx: RunContext) -> dict[str, dict[str, Any]]:
+    if not ctx.config.ntk.enabled:
+        return {}
+    jobs = [ntk_job(ctx, name) for name in ctx.candidates]
+    results = run_jobs(ctx, jobs, "NTK probes")
+    return {job.candidate: results[job.key] for job in jobs if job.key in results}
+
+
+def weight_metric_jobs(ctx: RunContext) -> list[Job]:
+    """The NLPmetrics baseline's weight-spectrum jobs (none without weightwatcher):
+    PL alpha, plus E_TPL lambda when the run's method ranks by it."""
+    import importlib.util
+
+    from lensllm.core.selectors import make_selector
+
+    if importlib.util.find_spec("weightwatcher") is None:
+        return []
+    method = make_selector(ctx.config.method)
+    fits = ["PL", "E_TPL"] if getattr(method, "metric", None) == "e_tpl_lambda" else ["PL"]
+    return [metrics_job(ctx, name, fits) for name in ctx.candidates]
+
+
+def record_weight_metrics(ctx: RunContext, jobs: Sequence[Job],
+                          results: dict[str, dict[str, Any]]) -> None:
+    for job in jobs:
+        if job.key in results:
+            ctx.weight_metrics[job.candidate] = {
+                k: float(v) for k, v in results[job.key].items()
+                if k in ("pl_alpha", "e_tpl_lambda") and v is not None}
+
+
+def _finetuned(ctx: RunContext) -> dict[str, dict[int, dict[str, Any]]]:
+    """Every finished fine-tuning result in the store of the current candidates/task."""
+    out: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in ctx.candidates}
+    wanted = {}
+    for name in ctx.candidates:
+        for size in sorted({row.size for row in ctx.store.jobs("finetune", "done")
+                            if row.candidate == name and row.size}):
+            wanted[finetune_job(ctx, name, size).key] = (name, size)
+    for row in ctx.store.jobs("finetune", "done"):
+        if row.key in wanted:
+            name, size = wanted[row.key]
+            out[name][size] = row.result
+    return out
+
+
+def build_curves(ctx: RunContext, zero: dict[str, dict[str, Any]],
+                 ntk: dict[str, dict[str, Any]], up_to: int | None = None) -> CurveSet:
+    """Curves of every candidate from the store: best-checkpoint test loss per size.
+
+    NTK spectra are attached with the candidate's learning rate and, as the measured t,
+    the optimiser steps of its run at the *smallest* size (the same at every budget, so
+    a curve never carries information from sizes above the budget it is judged at);
+    projections are divided by the probe size so F(0) is the mean squared initial
+    residual, whatever the probe size.
+    """
+    runs = _finetuned(ctx)
+    curves = []
+    for name, candidate in ctx.candidates.items():
+        points = {n: r for n, r in runs[name].items() if up_to is None or n <= up_to}
+        if name not in zero:
+            continue  # its zero-shot job failed: reported, left out
+        sizes = np.array(sorted(points), dtype=np.int64)
+        losses = np.array([points[n]["test_loss"] for n in sizes], dtype=float)
+        spectrum = None
+        if name in ntk and sizes.size:
+            probe = ntk[name]["summary"].get("n_examples") or len(ntk[name]["eigenvalues"])
+            spectrum = NTKSpectrum(
+                np.array(ntk[name]["eigenvalues"]),
+                np.array(ntk[name]["projections"]) / probe,
+                candidate.effective_learning_rate,
+                steps=float(points[int(sizes[0])]["steps"]),
+                info=ntk[name]["summary"])
+        curves.append(Curve(name, sizes, losses, zero_shot=zero[name]["zero_shot_test_loss"],
+                            params=float(zero[name]["total_params"]), ntk=spectrum,
+                            metrics=ctx.weight_metrics.get(name) or None))
+    return CurveSet(curves, task=ctx.task.name)
+
+
+def tokens_per_example(ctx: RunContext) -> dict[str, float]:
+    """Mean tokens of a training example under each candidate's tokenizer (over the
+    examples the largest subset uses), for the papers' FLOPs accounting."""
+    from transformers import AutoTokenizer
+
+    size = min(ctx.task.pool_size, max(ladder(ctx.config, ctx.task)))
+    out = {}
+    for name, candidate in ctx.candidates.items():
+        info = candidate.checkpoint()
+        tokenizer = AutoTokenizer.from_pretrained(
+            info.directory, **({"gguf_file": info.gguf_file} if info.gguf_file else {}))
+        tokenized = ctx.task.tokenize(tokenizer, max_length=ctx.training["max_length"],
+                                      encoder_decoder=info.is_encoder_decoder,
+                                      cache_dir=ctx.config.cache_dir)
+        out[name] = float(np.mean(tokenized.train(size).lengths))
+    return out
+
+
+# ----------------------------------------------------------------------- search
+
+def grid_jobs(ctx: RunContext, sizes: Sequence[int]) -> list[Job]:
+    """A fine-tuning job for every candidate at every size (smallest sizes first)."""
+    return [finetune_job(ctx, name, n) for n in sizes for name in ctx.candidates]
+
+
+def search_grid(ctx: RunContext, sizes: Sequence[int]) -> None:
+    run_jobs(ctx, grid_jobs(ctx, sizes), "fine-tuning")
+
+
+def search_adaptive(ctx: RunContext, sizes: Sequence[int], zero: dict[str, dict[str, Any]],
+                    ntk: dict[str, dict[str, Any]], tokens: dict[str, float]):
+    from lensllm.core.search import HalvingSettings, SuccessiveHalving
+
+    stubs = [c for c in build_curves(ctx, zero, ntk, up_to=0)]
+
+    def train(models: list[str], size: int) -> dict[str, float]:
+        jobs = {name: finetune_job(ctx, name, size) for name in models}
+        results = run_jobs(ctx, list(jobs.values()), f"fine-tuning at {size}")
+        out = {}
+        for name, job in jobs.items():
+            # a run that failed for good counts as hopeless for the search
+            out[name] = results[job.key]["test_loss"] if job.key in results else math.inf
+        return out
+
+    settings = HalvingSettings(flops_fraction=ctx.config.flops_budget)
+    halving = SuccessiveHalving(ctx.config.method, settings)
+    return halving.run(train, stubs, list(sizes), ctx.config.target, tokens,
+                       task=ctx.task.name)
+
+
+# ---------------------------------------------------------------------- the run
+
+def run(config: RunConfig, *, verify: bool = False, progress: Progress | None = None,
+        executor: Executor | None = None, report: bool = True) -> RunOutcome:
+    """Execute a run config end to end (resuming whatever the run directory holds)."""
+    from lensllm.core.search import training_flops
+    from lensllm.core.selectors import make_selector
+
+    ctx = open_run(config, progress, executor)
+    try:
+        sizes = ladder(config, ctx.task)
+        zero = _zero_shot(ctx)
+        if not zero:
+            first = ctx.failures[0] if ctx.failures else None
+            raise InputError("every candidate failed its zero-shot evaluation"
+                             + (f"; first failure: {first['job']}: {first['error']}"
+                                if first else "; see the failures in the run directory's "
+                                "store"))
+        ntk = _ntk(ctx)
+        selector = make_selector(config.method)
+        if selector.name == "nlpmetrics":
+            # Only this method needs them before ranking; --verify measures them for
+            # scoring alongside its fine-tuning runs.
+            jobs = weight_metric_jobs(ctx)
+            record_weight_metrics(ctx, jobs, run_jobs(ctx, jobs, "weight-spectrum metrics"))
+        tokens = tokens_per_example(ctx)
+        halving = None
+        if config.search == "grid":
+            search_grid(ctx, sizes)
+        else:
+            halving = search_adaptive(ctx, sizes, zero, ntk, tokens)
+        # Sizes within the budget only: a resumed --verify run has target-size runs too.
+        measured = build_curves(ctx, zero, ntk, up_to=config.budget)
+        curves, budget = rankable(ctx, measured, selector)
+        selection = selector.select(curves, budget, config.target, uncertainty=True)
+
+        params = {c.model: float(c.params) for c in measured}
+        reference = sum(training_flops(params[m], config.target, tokens[m]) for m in params)
+        spent = sum(training_flops(params[c.model], int(n), tokens[c.model])
+                    for c in measured for n in c.sizes)
+        actual = sum(r["train_flops"] for runs in _finetuned(ctx).values()
+                     for n, r in runs.items() if n <= config.budget)
+        ledger = {"spent_flops": spent, "reference_flops": reference,
+                  "fraction": spent / reference, "saved_percent": 100 * (1 - spent / reference),
+                  "actual_train_flops": actual, "tokens_per_example": tokens,
+                  "runs": sum(len(c) for c in measured)}
+
+        verification, verified = None, None
+        if verify:
+            verification, verified = run_verify(ctx, sizes, zero, ntk)
+        wall = time.perf_counter() - ctx.started
+        report_path = None
+        if report:
+            from lensllm.report.run_report import write_report
+
+            report_path = write_report(ctx, curves, selection, halving, ledger, verification,
+                                       wall, verified=verified)
+        ctx.store.log("finish", detail={"chosen": selection.chosen, "wall_s": wall})
+        return RunOutcome(config.run_dir, curves, selection, halving, ledger, ctx.failures,
+                          report_path, verification, wall)
+    finally:
+        ctx.executor.close()
+        ctx.store.close()
+
+
+def rankable(ctx: RunContext, curves: CurveSet, selector: Any) -> tuple[CurveSet, int]:
+    """The curves the method can rank, and the budget (largest size finished).
+
+    A candidate left with fewer finished sizes than the method needs (its fine-tuning
+    jobs failed for good) is left out of the ranking and listed with the failures,
+    instead of stopping the whole run.
+    """
+    sized = [c for c in curves if len(c)]
+    if not sized:
+        raise InputError("no fine-tuning run finished for any candidate; see the failures "
+                         "in the run directory's store")
+    budget = int(max(c.sizes.max() for c in sized))
+    keep = []
+    for curve in curves:
+        finished = curve.within(budget).sizes
+        if len(finished) >= selector.min_points:
+            keep.append(curve)
+            continue
+        note = (f"left out of the ranking: {len(finished)} fine-tuning size(s) finished "
+                f"({', '.join(str(int(n)) for n in finished) or 'none'}); the {selector.name} "
+                f"method needs {selector.min_points}")
+        ctx.failures.append({"job": f"{curve.model} (ranking)", "error": note, "attempts": 0})
+        ctx.progress.warn(f"{curve.model}: {note}")
+    if not keep:
+        raise InputError(f"no candidate has the {selector.min_points} finished fine-tuning "
+                         f"sizes the {selector.name} method needs; see the failures above")
+    return CurveSet(keep, task=curves.task), budget
+
+
+def run_verify(ctx: RunContext, sizes: Sequence[int], zero: dict[str, dict[str, Any]],
+               ntk: dict[str, dict[str, Any]]):
+    """Fine-tune every candidate on the full grid and at the target; score every method.
+
+    Returns the scores (None when they cannot be computed) and the full curves."""
+    from lensllm.core.evaluation import evaluate
+    from lensllm.core.selectors import SELECTORS
+
+    config = ctx.config
+    ctx.task.check_size(config.target)
+    # The weight-spectrum jobs share the batch with the (long) target-size runs, so a
+    # pool worker that would idle at the end measures them.
+    jobs = grid_jobs(ctx, [*sizes, config.target])
+    metric_jobs = weight_metric_jobs(ctx)
+    record_weight_metrics(ctx, metric_jobs,
+                          run_jobs(ctx, jobs + metric_jobs, "verification runs"))
+    curves = build_curves(ctx, zero, ntk)
+    budgets = [n for n in sizes if sum(1 for m in sizes if m <= n) >= 3]
+    usable = {"model-size": all(c.params for c in curves),
+              "nlpmetrics": all((c.metrics or {}).get("pl_alpha") is not None
+                                for c in curves)}
+    methods = [m for m in SELECTORS if usable.get(m, True)]
+    try:
+        table = evaluate(curves, methods=methods, budgets=budgets, target=config.target)
+    except LensLLMError as exc:
+        ctx.progress.message(f"verify: could not score the methods: {exc}")
+        table = None
+    return table, curves
+
+
+def summary_json(outcome: RunOutcome) -> dict[str, Any]:
+    sel = outcome.selection
+    return {
+        "run_dir": str(outcome.run_dir), "chosen": sel.chosen, "method": sel.method,
+        "budget": sel.budget, "target": sel.target, "ranking": sel.to_records(),
+        "ledger": {k: v for k, v in outcome.ledger.items() if k != "tokens_per_example"},
+        "failures": outcome.failures, "wall_seconds": outcome.wall_seconds,
+        "report": None if outcome.report is None else str(outcome.report),
+        "verify": None if outcome.verify is None else outcome.verify.to_records(),
+    }
+
