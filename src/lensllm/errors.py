@@ -43,3 +43,10 @@ def read_user_text(path: str | Path, kind: str = "file", expected: str = "a file
     except UnicodeDecodeError as exc:
         raise InputError(f"{path.name}: not UTF-8 text (invalid byte at offset {exc.start}); "
                          "save it as UTF-8") from None
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line, at most ``limit`` characters, for an error
+    message of our own (``"..."`` marks a cut; the type name stands in for no text)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

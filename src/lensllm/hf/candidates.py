@@ -14,7 +14,6 @@ Nothing here downloads anything: every path must already be on disk.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import importlib.util
@@ -23,12 +22,14 @@ import math
 import os
 import shutil
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lensllm.errors import InputError
+from lensllm.errors import InputError, one_line
+from lensllm.fileio import short_hash
+from lensllm.hf.runtime import quiet_transformers
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -250,7 +251,7 @@ class Candidate:
 
     def identity_hash(self) -> str:
         """A stable 16-hex-digit key of :meth:`identity` for a results store."""
-        return stable_hash(self.identity())
+        return short_hash(self.identity())
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as a JSON-able dict (the inverse of :meth:`from_dict`)."""
@@ -259,12 +260,6 @@ class Candidate:
         if self.lora_target_modules is not None:
             out["lora_target_modules"] = list(self.lora_target_modules)
         return out
-
-
-def stable_hash(obj: Any) -> str:
-    """sha256 of the canonical JSON of ``obj``, first 16 hex digits."""
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def default_lora_targets(model_type: str, *, candidate_name: str = "?") -> tuple[str, ...]:
@@ -402,7 +397,7 @@ def _auto_config(path: Path, gguf_file: str | None, trust_remote_code: bool, whe
     if gguf_file is not None:
         kwargs["gguf_file"] = gguf_file
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             return AutoConfig.from_pretrained(str(path), **kwargs)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
         hint = (
@@ -411,7 +406,7 @@ def _auto_config(path: Path, gguf_file: str | None, trust_remote_code: bool, whe
             else ""
         )
         raise InputError(
-            f"{where}: cannot read the model config in {str(path)!r}: {_one_line(exc)}{hint}"
+            f"{where}: cannot read the model config in {str(path)!r}: {one_line(exc)}{hint}"
         ) from None
 
 
@@ -419,7 +414,9 @@ def _fingerprint_files(files: list[Path], root: Path, block: int = 1 << 16) -> s
     """Sampled content hash: size plus 16 evenly spread 64 KiB blocks of each file.
 
     Hashing whole multi-GB weight files would cost seconds per candidate; re-trained
-    weights differ everywhere, so sampled blocks catch them.
+    weights differ everywhere, so sampled blocks catch them.  It keys the results
+    store; the zoo's full hash is a different one on purpose (see
+    :mod:`lensllm.zoo.manifest`).
     """
     digest = hashlib.sha256()
     for file in files:
@@ -433,28 +430,6 @@ def _fingerprint_files(files: list[Path], root: Path, block: int = 1 << 16) -> s
                 handle.seek((size - block) * k // 15)
                 digest.update(handle.read(block))
     return digest.hexdigest()[:16]
-
-
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Silence transformers' loading progress bars (we print nothing by default)."""
-    try:
-        from transformers.utils import logging as hf_logging
-    except ImportError:  # pragma: no cover
-        yield
-        return
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _is_number(value: Any) -> bool:
@@ -486,12 +461,12 @@ def load_candidate(
     if info.gguf_file is not None:
         common["gguf_file"] = info.gguf_file
     directory = str(info.directory)
-    with _quiet_transformers():
+    with quiet_transformers():
         try:
             tokenizer = AutoTokenizer.from_pretrained(directory, **common)
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
             raise InputError(
-                f"{where}: cannot load a tokenizer from {directory!r}: {_one_line(exc)}; "
+                f"{where}: cannot load a tokenizer from {directory!r}: {one_line(exc)}; "
                 "save one next to the model with tokenizer.save_pretrained"
             ) from None
         auto_class = AutoModelForSeq2SeqLM if info.is_encoder_decoder else AutoModelForCausalLM
@@ -502,7 +477,7 @@ def load_candidate(
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
             kind = "encoder-decoder" if info.is_encoder_decoder else "causal"
             raise InputError(
-                f"{where}: cannot load {directory!r} as a {kind} language model: {_one_line(exc)}"
+                f"{where}: cannot load {directory!r} as a {kind} language model: {one_line(exc)}"
             ) from None
     if info.gguf_file is not None:
         # GGUF weights arrive dequantised to fp32; forget the quantiser so peft and
@@ -620,7 +595,7 @@ def convert_gguf_checkpoint(gguf_path: Path | str, out_dir: Path | str) -> Path:
     staging = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             model.save_pretrained(str(staging))
             tokenizer.save_pretrained(str(staging))
         os.replace(staging, out_dir)

@@ -20,7 +20,6 @@ Crash safety, in layers:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from lensllm.errors import InputError
+from lensllm.fileio import atomic_write_bytes, short_hash
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -63,9 +63,7 @@ CREATE TABLE IF NOT EXISTS events (
 
 def job_key(spec: dict[str, Any]) -> str:
     """A stable hash of a job's defining spec (canonical JSON)."""
-    text = json.dumps({"schema": SCHEMA_VERSION, **spec}, sort_keys=True,
-                      separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    return short_hash({"schema": SCHEMA_VERSION, **spec}, 32, default=str)
 
 
 def _dumps(obj: Any) -> str:
@@ -99,15 +97,8 @@ class JobRow:
 def write_record(records_dir: Path, key: str, payload: dict[str, Any]) -> Path:
     """Atomically write a worker's result record (tmp file, fsync, rename)."""
     records_dir.mkdir(parents=True, exist_ok=True)
-    final = records_dir / f"{key}.json"
-    tmp = records_dir / f".{key}.{uuid.uuid4().hex}.tmp"
-    data = _dumps({"key": key, **payload}).encode()
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, final)
-    return final
+    return atomic_write_bytes(records_dir / f"{key}.json",
+                              _dumps({"key": key, **payload}).encode())
 
 
 class Store:

@@ -35,7 +35,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from lensllm.errors import InputError
+from lensllm.errors import InputError, one_line
 from lensllm.run.executors.base import Job, JobFailure, execute
 
 RAY_INSTALL = "pip install 'lensllm[ray]'"
@@ -95,11 +95,6 @@ def _check_reachable(address: str) -> None:
 def _forwarded_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items()
             if k.startswith(FORWARDED_ENV_PREFIXES) or k in FORWARDED_ENV}
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
 
 
 class RayExecutor:
@@ -164,7 +159,7 @@ class RayExecutor:
                 except Exception as exc:  # ConnectionError, ValueError, RuntimeError, ...
                     raise InputError(
                         f"executor: cannot connect to the Ray cluster at {self.address!r} "
-                        f"({_one_line(exc)}); start it with 'ray start --head' on the head "
+                        f"({one_line(exc)}); start it with 'ray start --head' on the head "
                         "node, or leave executor.address unset for a local Ray") from None
             else:
                 cpus = self.local_cpus or _machine_cpus()
@@ -172,7 +167,7 @@ class RayExecutor:
                     ray.init(num_cpus=cpus, include_dashboard=False,
                              object_store_memory=LOCAL_OBJECT_STORE_BYTES, **kwargs)
                 except Exception as exc:
-                    raise InputError(f"executor: cannot start a local Ray ({_one_line(exc)})"
+                    raise InputError(f"executor: cannot start a local Ray ({one_line(exc)})"
                                      ) from None
             self._owns_ray = True
         self._check_resources()
@@ -227,14 +222,14 @@ class RayExecutor:
             # (SystemExit, KeyboardInterrupt) or an error around the call itself.
             cause = getattr(exc, "cause", None) or exc
             return JobFailure(f"the Ray task failed: {type(cause).__name__}: "
-                              f"{_one_line(cause)}", str(exc))
+                              f"{one_line(cause)}", str(exc))
         except (rex.WorkerCrashedError, rex.NodeDiedError, rex.OutOfMemoryError,
                 rex.ObjectLostError, rex.OwnerDiedError) as exc:
             return JobFailure(f"the Ray worker died while running the job "
                               f"({type(exc).__name__})", str(exc))
         except rex.RayError as exc:  # any other Ray-level failure of this one task
             return JobFailure(f"Ray could not run the job ({type(exc).__name__}: "
-                              f"{_one_line(exc)})", str(exc))
+                              f"{one_line(exc)})", str(exc))
 
     def close(self) -> None:
         """Shut down the local Ray this executor started (a cluster keeps running)."""
