@@ -7,6 +7,7 @@ path (``AutoConfig`` / ``AutoModelFor...`` / ``AutoTokenizer`` on a local folder
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -28,6 +29,7 @@ from lensllm.hf import (  # noqa: E402
     Progress,
     RunResult,
     Task,
+    TaskSpec,
     TrainConfig,
     clear_tokenization_cache,
     convert_gguf_checkpoint,
@@ -548,6 +550,39 @@ def test_bad_task_inputs(tmp_path: Path) -> None:
     ):
         load_task(small, test_size=5, val_size=5)
     assert load_task(small, test_size=2, val_size=2, n0=2).subset_sizes() == [2, 4]
+
+
+def test_task_spec_is_validated_once_and_every_call_form_agrees(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps({"text": f"text {i}"}) + "\n" for i in range(30)))
+    spec = TaskSpec(str(path), test_size=5, val_size=5, n0=4)
+    assert spec.path == path and spec.task_name == "t"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.n0 = 8  # type: ignore[misc]
+    mapping = {"path": str(path), "test_size": 5, "val_size": 5, "n0": 4}
+    assert TaskSpec.from_mapping(mapping) == spec
+    tasks = [load_task(spec), load_task(mapping), load_task(**mapping),
+             load_task(path, test_size=5, val_size=5, n0=4)]
+    assert len({task.identity_hash() for task in tasks}) == 1
+    assert load_task(spec, seed=1).identity_hash() != tasks[0].identity_hash()
+    where = f"task 't' ({path})"
+    with pytest.raises(InputError, match=r"^task: unknown setting\(s\) size; known: "):
+        TaskSpec.from_mapping({"path": str(path), "size": 3})
+    with pytest.raises(InputError, match=exactly("task: 'path' is missing (a task file or "
+                                                 "folder)")):
+        load_task()
+    with pytest.raises(InputError, match=exactly(f"{where}: unknown txt_unit 'word'; use "
+                                                 "'line' or 'paragraph'")):
+        TaskSpec(path, txt_unit="word")
+    with pytest.raises(InputError, match=exactly(f"{where}: unknown kind 'image'; use 'text' "
+                                                 "or 'pairs'")):
+        TaskSpec(path, kind="image")
+    with pytest.raises(InputError, match=exactly(f"{where}: 'test_size' must be an integer "
+                                                 ">= 1")):
+        load_task(spec, test_size=0)
+    with pytest.raises(InputError, match=exactly(f"{where}: 'text_field' must be a non-empty "
+                                                 "string (or unset)")):
+        TaskSpec(path, text_field=3)  # type: ignore[arg-type]
 
 
 def test_causal_pair_masking(pairs_task: Task, tokenizer: Any) -> None:

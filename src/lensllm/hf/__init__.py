@@ -24,6 +24,7 @@ from lensllm.hf.candidates import (
 from lensllm.hf.tasks import (
     IGNORE_INDEX,
     Task,
+    TaskSpec,
     TokenizedSplit,
     TokenizedTask,
     clear_tokenization_cache,
@@ -46,6 +47,7 @@ __all__ = [
     "Progress",
     "RunResult",
     "Task",
+    "TaskSpec",
     "TokenizedSplit",
     "TokenizedTask",
     "TrainConfig",
