@@ -22,18 +22,7 @@ A run:
 
 Losses are mean negative log-likelihoods per scored token (nats), summed over the
 whole split before dividing, so padding and batch composition do not change them.
-
-FLOPs (standard matmul counting, 2 FLOPs per parameter per token for a forward pass;
-attention-score FLOPs ignored, as in the 6·N·D rule; every parameter, embeddings
-included, counts as used by every token that passes through its part of the model):
-
-* training, per token through a part with ``N`` parameters of which ``T`` train:
-  forward ``2N`` + backward through activations ``2N`` + weight gradients ``2T``,
-  i.e. ``4N + 2T``.  Full fine-tuning (``T = N``) gives the familiar ``6N``; LoRA
-  gives ``4·N_base + 6·N_adapter`` (the adapters are part of ``N`` and are ``T``).
-* evaluation (zero-shot, validation, test), per token: ``2N``, counted separately.
-* encoder-decoder models: encoder tokens are charged the encoder's parameters and
-  decoder (target) tokens the rest (decoder, LM head, shared embeddings).
+Tokens and FLOPs are counted as :mod:`lensllm.hf.flops` describes.
 
 Determinism: the same candidate, task, size, seed, config and torch thread count give
 bit-identical losses.  The thread count matters because CPU kernels split reductions
@@ -42,10 +31,9 @@ by thread; set :attr:`TrainConfig.num_threads` to pin it (it is recorded either 
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -56,6 +44,8 @@ import torch.nn.functional as F
 
 from lensllm.errors import InputError
 from lensllm.hf.candidates import Candidate, load_candidate
+from lensllm.hf.flops import batch_tokens, model_costs
+from lensllm.hf.runtime import torch_threads
 from lensllm.hf.tasks import IGNORE_INDEX, Task, TokenizedSplit
 
 SCHEDULES = ("linear", "cosine", "constant")
@@ -219,16 +209,6 @@ class RunResult:
 
 
 @dataclass(frozen=True)
-class _Costs:
-    """Per-token FLOPs of the two parts of a model (a causal LM is all 'decoder')."""
-
-    encoder_train: float
-    decoder_train: float
-    encoder_eval: float
-    decoder_eval: float
-
-
-@dataclass(frozen=True)
 class _Plan:
     """The settings of a run resolved for its subset size."""
 
@@ -269,7 +249,7 @@ class _Session:
         self.encoder_decoder = encoder_decoder
         self.plan = plan
         self.notify = notify
-        self.costs, self.total_params, self.trainable_params = _param_costs(model)
+        self.costs, self.total_params, self.trainable_params = model_costs(model)
         self.device = next(model.parameters()).device
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.eval_tokens = 0
@@ -301,7 +281,7 @@ class _Session:
                 loss_sum, scored = _loss_sum(self.model, batch, self.encoder_decoder)
                 total += float(loss_sum)
                 scored_total += scored
-                enc_tokens, dec_tokens = _batch_tokens(batch, self.encoder_decoder)
+                enc_tokens, dec_tokens = batch_tokens(batch, self.encoder_decoder)
                 self.eval_tokens += enc_tokens + dec_tokens
                 self.eval_flops += enc_tokens * self.costs.encoder_eval
                 self.eval_flops += dec_tokens * self.costs.decoder_eval
@@ -404,7 +384,7 @@ class _Session:
         scheduler.step()
         self.train_time += time.perf_counter() - started
         self.step += 1
-        enc_tokens, dec_tokens = _batch_tokens(batch, self.encoder_decoder)
+        enc_tokens, dec_tokens = batch_tokens(batch, self.encoder_decoder)
         self.tokens_seen += enc_tokens + dec_tokens
         self.target_tokens_seen += scored
         self.train_flops += enc_tokens * self.costs.encoder_train
@@ -456,7 +436,7 @@ def run_finetune(
     notify = progress or _ignore
     plan = _Plan.for_size(size, config)
     started = time.perf_counter()
-    with _torch_threads(config.num_threads) as threads, torch.random.fork_rng(devices=[]):
+    with torch_threads(config.num_threads) as threads, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # LoRA's adapter init and dropout draw from it
         model, tokenizer = load_candidate(candidate, device=device)
         _check_context_length(model, config.max_length, candidate.name)
@@ -571,19 +551,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-@contextlib.contextmanager
-def _torch_threads(count: int | None) -> Iterator[int]:
-    """Pin torch's intra-op thread count for the run, restoring it afterwards."""
-    previous = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
-    try:
-        yield torch.get_num_threads()
-    finally:
-        if count is not None:
-            torch.set_num_threads(previous)
-
-
 def _check_context_length(model: Any, max_length: int, name: str) -> None:
     config = model.config
     limit = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
@@ -600,38 +567,6 @@ def _pad_id(tokenizer: Any) -> int:
         if isinstance(value, int):
             return value
     return 0
-
-
-def _param_costs(model: Any) -> tuple[_Costs, int, int]:
-    """Per-token FLOPs of the encoder and decoder parts, and the parameter counts."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    encoder = base.get_encoder() if getattr(base.config, "is_encoder_decoder", False) else None
-    encoder_prefix = None
-    if encoder is not None:
-        encoder_prefix = next(
-            (name + "." for name, module in base.named_modules() if module is encoder), None
-        )
-    sides: dict[int, tuple[torch.nn.Parameter, set[str]]] = {}
-    for name, param in base.named_parameters(remove_duplicate=False):
-        side = "encoder" if encoder_prefix and name.startswith(encoder_prefix) else "decoder"
-        sides.setdefault(id(param), (param, set()))[1].add(side)
-    totals = {"encoder": 0, "decoder": 0}
-    trained = {"encoder": 0, "decoder": 0}
-    for param, where in sides.values():
-        # A shared (tied) tensor is charged to every part that uses it.
-        for side in where:
-            totals[side] += param.numel()
-            if param.requires_grad:
-                trained[side] += param.numel()
-    total = sum(p.numel() for p, _ in sides.values())
-    trainable = sum(p.numel() for p, _ in sides.values() if p.requires_grad)
-    costs = _Costs(
-        encoder_train=4.0 * totals["encoder"] + 2.0 * trained["encoder"],
-        decoder_train=4.0 * totals["decoder"] + 2.0 * trained["decoder"],
-        encoder_eval=2.0 * totals["encoder"],
-        decoder_eval=2.0 * totals["decoder"],
-    )
-    return costs, total, trainable
 
 
 def _param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
@@ -698,14 +633,6 @@ def _loss_sum(
     # Only the scored positions go through the softmax: padding and context cost nothing.
     loss = F.cross_entropy(logits[mask].float(), targets[mask], reduction="sum")
     return loss, scored
-
-
-def _batch_tokens(batch: dict[str, torch.Tensor], encoder_decoder: bool) -> tuple[int, int]:
-    """Real (unpadded) tokens of a batch: (encoder tokens, decoder tokens)."""
-    real = int(batch["attention_mask"].sum())
-    if encoder_decoder:
-        return real, int((batch["labels"] != IGNORE_INDEX).sum())
-    return 0, real
 
 
 def _versions(method: str) -> dict[str, str]:
