@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from lensllm.errors import InputError
-from lensllm.hf import corpora
+from lensllm.zoo import corpora
 
 ZOO_FORMAT_VERSION = 1
 TASK_FORMAT_VERSION = 1
