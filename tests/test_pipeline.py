@@ -76,6 +76,43 @@ def test_micro_zoo_end_to_end_with_verify(tmp_path, micro):
         assert not [e for e in store.events("submit") if e["invocation"] == invocations[1]]
 
 
+def test_job_keys_stay_what_existing_run_directories_hold(tmp_path):
+    """The keys of a fixed checkpoint, task and training section, pinned to the values
+    lensllm computed before the run layer was restructured: a run directory made then
+    must resume without redoing a job."""
+    from types import SimpleNamespace
+
+    from lensllm.hf import Candidate, TrainConfig, load_task
+    from lensllm.run.pipeline import finetune_job, metrics_job, ntk_job
+
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text(
+        '{"model_type": "gpt2", "n_layer": 1, "n_head": 2, "n_embd": 8, "n_positions": 32, '
+        '"vocab_size": 16, "bos_token_id": 0, "eos_token_id": 0}\n')
+    (checkpoint / "model.safetensors").write_bytes(bytes(range(256)) * 4)
+    task_file = tmp_path / "task.txt"
+    task_file.write_text("".join(f"example number {i}: the quick brown fox\n"
+                                 for i in range(64)))
+    training = {"batch_size": 8, "max_length": 32, "max_epochs": 2, "patience": 1,
+                "eval_every": 2, "num_threads": 1}
+    config = SimpleNamespace(seed=0, training=training, cache_dir=tmp_path,
+                             executor=SimpleNamespace(device="auto"),
+                             ntk=SimpleNamespace(params="last", probe_size=8,
+                                                 projection_dim=64))
+    ctx = SimpleNamespace(
+        config=config, candidates={"tiny": Candidate.from_dict({"name": "tiny",
+                                                                "path": str(checkpoint)})},
+        task_spec={"path": str(task_file)},
+        task=load_task(task_file, test_size=8, val_size=8, n0=8, seed=0),
+        training=TrainConfig.from_dict(training).identity(),
+        store=SimpleNamespace(records_dir=tmp_path / "records"))
+    assert finetune_job(ctx, "tiny", 64).key == "c1a09413e723c583bf6da23b7763f716"
+    assert finetune_job(ctx, "tiny", 0).key == "b1baeaf4c5c410f103b267ce929f4d1d"
+    assert ntk_job(ctx, "tiny").key == "580f18441fca23558ba903fa7b34239d"
+    assert metrics_job(ctx, "tiny", ["PL"]).key == "08571fea98a83688b1a6f57ad90bd5c4"
+
+
 @pytest.mark.torch
 def test_weight_metrics_job_is_silent_and_leaves_logging_alone(micro):
     """weightwatcher logs at import time and calls logging.basicConfig, powerlaw prints:
@@ -86,7 +123,7 @@ def test_weight_metrics_job_is_silent_and_leaves_logging_alone(micro):
     script = f"""
 import json, logging
 from lensllm.run.executors import Job
-from lensllm.run.executors.base import execute
+from lensllm.run.jobs import execute
 from lensllm.hf import Candidate
 spec = {{"candidate": Candidate(name={name!r}, path={path!r}).to_dict(),
         "task": {{"path": {str(micro["task"])!r}, "test_size": 8, "val_size": 8}},

@@ -21,7 +21,7 @@ import pytest
 from lensllm.errors import InputError
 from lensllm.run.config import ExecutorSettings
 from lensllm.run.executors import Job, JobFailure, make_executor
-from micro_runs import run_cli, strip_volatile, write_config
+from micro_runs import TESTS, FaultyRunner, run_cli, strip_volatile, write_config
 
 CANDIDATES = ("d32-L1-pt240", "d64-L2-pt80", "d96-L2-pt30")
 
@@ -72,7 +72,8 @@ def test_task_writes_records_only_where_the_run_dir_is_visible(monkeypatch, tmp_
     from lensllm.run.executors import ray as ray_executor
 
     seen: list[Job] = []
-    monkeypatch.setattr(ray_executor, "execute", lambda job: seen.append(job) or {})
+    monkeypatch.setattr(ray_executor, "execute",
+                        lambda job, runner=None: seen.append(job) or {})
     monkeypatch.setitem(sys.modules, "torch", None)  # keep this process's torch threads
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # restored after the test
         monkeypatch.setenv(name, os.environ.get(name, "0"))
@@ -93,8 +94,11 @@ def test_dead_ray_worker_and_failing_job_come_back_as_failures(monkeypatch):
     pytest.importorskip("ray")
     from lensllm.run.executors.ray import RayExecutor
 
-    monkeypatch.setenv("LENSLLM_FAULT", "crash:dies@1:1;fail:raises@1:1")
-    executor = RayExecutor(num_cpus=1)
+    # the Ray workers import the runner's module (micro_runs) from their PYTHONPATH
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p))
+    executor = RayExecutor(num_cpus=1,
+                           job_runner=FaultyRunner("crash:dies@1:1;fail:raises@1:1"))
     try:
         outcomes = {job.candidate: out for job, out in executor.run(
             [_job("dies"), _job("raises"), _job("other")])}

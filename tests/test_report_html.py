@@ -81,6 +81,7 @@ class _Page(HTMLParser):
 def report(tmp_path_factory) -> tuple[Path, object]:
     """report.html written by write_report for a small, real selection."""
     from lensllm.report.run_report import write_report
+    from lensllm.run.pipeline import RunOutcome
 
     run_dir = tmp_path_factory.mktemp("run")
     curves = load_benchmark("flan").subset(MODELS)
@@ -88,12 +89,16 @@ def report(tmp_path_factory) -> tuple[Path, object]:
     config = SimpleNamespace(run_dir=run_dir, name="html-check", target=TARGET,
                              raw={"name": "html-check", "budget": BUDGET, "target": TARGET,
                                   "candidates": list(MODELS)})
-    ctx = SimpleNamespace(config=config, task=SimpleNamespace(name="flan"),
-                          failures=[{"job": "gpt2 @ 204800", "attempts": 2,
-                                     "error": "RuntimeError: injected failure (attempt 2)"}])
     ledger = {"runs": 20, "spent_flops": 1e15, "reference_flops": 4e16, "fraction": 0.025,
               "saved_percent": 97.5, "actual_train_flops": 3e15}
-    write_report(ctx, curves, selection, None, ledger, None, 12.0)
+    outcome = RunOutcome(config=config, task="flan", curves=curves, selection=selection,
+                         halving=None, ledger=ledger,
+                         failures=[{"job": "gpt2 @ 204800", "attempts": 2,
+                                    "error": "RuntimeError: injected failure (attempt 2)"}],
+                         verify=None, verified=None, weight_metrics={}, wall_seconds=12.0)
+    assert write_report(outcome) == run_dir / "report.md"
+    # the report writes no data exports: those are the run's (lensllm.run.pipeline)
+    assert not (run_dir / "curves.json").exists() and not (run_dir / "curves.csv").exists()
     return run_dir / "report.html", selection
 
 

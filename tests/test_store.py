@@ -35,6 +35,26 @@ def test_put_get_and_events(tmp_path):
         assert [r.key for r in again.jobs(status="done")] == ["k1"]
 
 
+def test_jobs_are_looked_up_by_kind_candidate_and_size(tmp_path):
+    with Store(tmp_path) as store:
+        store.put("a16", "finetune", "a", 16, 0, {"test_loss": 3.0})
+        store.put("b16", "finetune", "b", 16, 0, {"test_loss": 2.0})
+        store.put("a32", "finetune", "a", 32, 0, None, error="RuntimeError: boom")
+        store.put("a-ntk", "ntk", "a", None, 0, {"eigenvalues": []})
+        store.put("a32-old", "finetune", "a", 32, 1, {"test_loss": 2.5})
+        assert [r.key for r in store.jobs("finetune", candidate="a")] == ["a16", "a32",
+                                                                          "a32-old"]
+        assert [r.key for r in store.jobs("finetune", "done", candidate="a")] == [
+            "a16", "a32-old"]
+        assert [r.key for r in store.jobs("finetune", candidate="a", size=32)] == [
+            "a32", "a32-old"]
+        assert [r.key for r in store.jobs(size=16)] == ["a16", "b16"]
+        assert store.jobs("ntk", candidate="b") == []
+        plan = store._db.execute("EXPLAIN QUERY PLAN SELECT key FROM jobs WHERE kind = ? AND "
+                                 "candidate = ? AND size = ?", ("finetune", "a", 16)).fetchall()
+        assert "jobs_by_candidate" in str(plan)  # an index, not a scan of every job
+
+
 def test_nan_results_are_stored_readably(tmp_path):
     with Store(tmp_path) as store:
         store.put("k", "finetune", "m", 1, 0, {"loss": float("nan")})

@@ -261,8 +261,9 @@ def run_cmd(config: Path, verify: bool, flops_budget: float | None, search: str 
     from dataclasses import replace
 
     from lensllm.report.bench import selection_table
+    from lensllm.report.run_report import write_report
     from lensllm.run.config import load_config
-    from lensllm.run.pipeline import Progress, run, summary_json
+    from lensllm.run.pipeline import RunProgress, run, summary_json
 
     cfg = load_config(config)
     if flops_budget is not None:
@@ -287,9 +288,10 @@ def run_cmd(config: Path, verify: bool, flops_budget: float | None, search: str 
     # stdout carries only the result: whatever the run prints (Ray's notices of dead
     # workers, library chatter) goes to stderr, so --format json stays parseable.
     with contextlib.redirect_stdout(sys.stderr):
-        outcome = run(cfg, verify=verify, progress=Progress(quiet=quiet))
+        outcome = run(cfg, verify=verify, progress=RunProgress(quiet=quiet))
+        report = write_report(outcome)
     if fmt == "json":
-        _echo(json.dumps(summary_json(outcome), indent=1, default=str))
+        _echo(json.dumps(summary_json(outcome, report), indent=1, default=str))
         return
     _echo(selection_table(outcome.selection))
     ledger = outcome.ledger
@@ -301,7 +303,7 @@ def run_cmd(config: Path, verify: bool, flops_budget: float | None, search: str 
         from lensllm.report.bench import evaluation_tables
 
         _echo("\nverification on these candidates:\n" + evaluation_tables(outcome.verify))
-    _echo(f"report: {outcome.report}  ({outcome.wall_seconds:.0f} s)")
+    _echo(f"report: {report}  ({outcome.wall_seconds:.0f} s)")
 
 
 @app.group()

@@ -5,6 +5,9 @@ and P(best); one log-log plot per candidate (points, fit, extrapolation, target 
 the compute ledger against fine-tuning every candidate at the target; fit diagnostics;
 failed jobs; the verification table when asked; and the exact config.  The HTML page
 inlines its PNGs as data URIs and loads nothing from the network.
+
+The report is made from a run's :class:`~lensllm.run.pipeline.RunOutcome` only; the run
+itself writes its data (the store, curves.json and curves.csv).
 """
 
 from __future__ import annotations
@@ -15,11 +18,16 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lensllm.report.tables import fmt, markdown_table
+
+if TYPE_CHECKING:
+    from lensllm.core.curves import CurveSet
+    from lensllm.core.selectors import Selection
+    from lensllm.run.pipeline import RunOutcome
 
 SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -28,7 +36,7 @@ def _slug(name: str) -> str:
     return SLUG.sub("_", name).strip("_") or "model"
 
 
-def _ranking_rows(selection) -> tuple[list[str], list[list[Any]]]:
+def _ranking_rows(selection: Selection) -> tuple[list[str], list[list[Any]]]:
     level = round(100 * selection.details.get("level", 0.9))
     names = {"lower": f"{level} % low", "upper": f"{level} % high", "p_best": "P(best)"}
     extra = [k for k in names if getattr(selection, k) is not None]
@@ -42,7 +50,8 @@ def _ranking_rows(selection) -> tuple[list[str], list[list[Any]]]:
     return headers, rows
 
 
-def _diagnostics(curves, selection) -> tuple[list[str], list[list[Any]]]:
+def _diagnostics(curves: CurveSet, selection: Selection
+                 ) -> tuple[list[str], list[list[Any]]]:
     fits = selection.details.get("fits")
     headers = ["candidate", "sizes measured", "largest", "zero-shot loss", "params"]
     if fits:
@@ -59,7 +68,8 @@ def _diagnostics(curves, selection) -> tuple[list[str], list[list[Any]]]:
     return headers, rows
 
 
-def _plots(run_dir: Path, curves, selection, true_at_target: dict[str, float]) -> list[Path]:
+def _plots(run_dir: Path, curves: CurveSet, selection: Selection,
+           true_at_target: dict[str, float]) -> list[Path]:
     from lensllm.report.plots import plot_curve_fit
 
     predict = selection.details.get("predict")
@@ -91,21 +101,20 @@ def _ledger_rows(ledger: dict[str, Any]) -> list[list[Any]]:
     ]
 
 
-def write_report(ctx, curves, selection, halving, ledger: dict[str, Any], verification,
-                 wall_seconds: float, verified=None) -> Path:
-    """Write report.md, report.html, plots/ and the curve exports; return report.md.
+def write_report(outcome: RunOutcome) -> Path:
+    """Write report.md, report.html and plots/ into the run directory; return the path
+    of report.md.
 
-    ``verified``: the full curves of a --verify run (target-size runs included); they
-    are what the exports hold and where the true loss at the target comes from."""
-    run_dir = Path(ctx.config.run_dir)
+    With a --verify run's full curves (``outcome.verified``), the true loss at the
+    target is drawn and listed."""
+    config, curves, selection = outcome.config, outcome.curves, outcome.selection
+    halving, verification, verified = outcome.halving, outcome.verify, outcome.verified
+    run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    exported = verified if verified is not None else curves
-    (run_dir / "curves.json").write_text(json.dumps(exported.to_json(), indent=1))
-    (run_dir / "curves.csv").write_text(exported.to_wide_csv())
     truth = {}
     if verified is not None:
-        truth = {c.model: c.loss_at(ctx.config.target) for c in verified
-                 if c.loss_at(ctx.config.target) is not None}
+        truth = {c.model: c.loss_at(config.target) for c in verified
+                 if c.loss_at(config.target) is not None}
     plots = _plots(run_dir, curves.within(selection.budget), selection, truth)
 
     r_headers, r_rows = _ranking_rows(selection)
@@ -115,12 +124,12 @@ def write_report(ctx, curves, selection, halving, ledger: dict[str, Any], verifi
     def add(title: str, md: str, body: str | None = None, table_id: str | None = None) -> None:
         sections.append((title, md, body if body is not None else _md_table_html(md, table_id)))
 
-    intro = (f"Task **{ctx.task.name}**, {len(curves)} candidates, method "
+    intro = (f"Task **{outcome.task}**, {len(curves)} candidates, method "
              f"**{selection.method}**, budget {selection.budget:,} examples, target "
              f"{selection.target:,}. **Chosen: {selection.chosen}.** Wall time "
-             f"{wall_seconds:.0f} s.")
+             f"{outcome.wall_seconds:.0f} s.")
     add("Ranking", markdown_table(r_headers, r_rows, digits=4), table_id="ranking")
-    add("Compute", markdown_table(["", "value"], _ledger_rows(ledger)))
+    add("Compute", markdown_table(["", "value"], _ledger_rows(outcome.ledger)))
     if halving is not None:
         rows = [[r.size, len(r.survivors), r.leader, f"{r.leader_p_best:.2f}",
                  f"{100 * r.flops_fraction:.2f} %"] for r in halving.rungs]
@@ -137,16 +146,16 @@ def write_report(ctx, curves, selection, halving, ledger: dict[str, Any], verifi
                            rows)
             + "\n\nTrue loss at the target: "
             + ", ".join(f"{m} {v:.4f}" for m, v in sorted(truth.items(), key=lambda kv: kv[1])))
-    if ctx.failures:
+    if outcome.failures:
         add("Failures", markdown_table(["job", "error", "attempts"],
                                        [[f["job"], f["error"], f["attempts"]]
-                                        for f in ctx.failures]))
+                                        for f in outcome.failures]))
     else:
         add("Failures", "None.", "<p>None.</p>")
-    config_text = json.dumps(ctx.config.raw, indent=2, default=str)
+    config_text = json.dumps(config.raw, indent=2, default=str)
     add("Config", f"```json\n{config_text}\n```", f"<pre>{html.escape(config_text)}</pre>")
 
-    md = [f"# lensllm run: {ctx.config.name}", "", intro, ""]
+    md = [f"# lensllm run: {config.name}", "", intro, ""]
     for title, body, _ in sections:
         md += [f"## {title}", "", body, ""]
     md += ["## Curves", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots]
@@ -160,13 +169,13 @@ def write_report(ctx, curves, selection, halving, ledger: dict[str, Any], verifi
     body = "".join(f"<h2>{html.escape(t)}</h2>{h}" for t, _, h in sections)
     page = (
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>lensllm run: {html.escape(ctx.config.name)}</title><style>"
+        f"<title>lensllm run: {html.escape(config.name)}</title><style>"
         "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
         "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;"
         "padding:.25em .6em;text-align:right}td:nth-child(2),th:nth-child(2){text-align:left}"
         "figure{display:inline-block;margin:.5em}img{max-width:520px}pre{background:#f5f5f5;"
         "padding:1em;overflow:auto}</style></head><body>"
-        f"<h1>lensllm run: {html.escape(ctx.config.name)}</h1>"
+        f"<h1>lensllm run: {html.escape(config.name)}</h1>"
         f"<p id=\"summary\">{_inline_md(intro)}</p>{body}<h2>Curves</h2>{images}"
         "</body></html>")
     (run_dir / "report.html").write_text(page)

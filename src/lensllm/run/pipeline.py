@@ -7,34 +7,44 @@ Steps (each resumable -- finished jobs live in the run directory's store):
 3. the search: ``adaptive`` (successive halving over data size, the default) or
    ``grid`` (every candidate on every size up to the budget);
 4. curves from the store (with NTK spectra), the selection with intervals and P(best);
-5. the report (Markdown + PNG, and a self-contained HTML page);
-6. with ``verify``: every candidate on the full grid and at the target size, and every
-   method scored on this real set of candidates.
+5. with ``verify``: every candidate on the full grid and at the target size, and every
+   method scored on this real set of candidates;
+6. the curve exports (``curves.json``, ``curves.csv``) in the run directory.
+
+:func:`run` returns a :class:`RunOutcome`; the report is written from it by
+:func:`lensllm.report.run_report.write_report` (the command line does both).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
 from lensllm.core.curves import Curve, CurveSet, NTKSpectrum
+from lensllm.core.search import FlopsLedger, HalvingResult
+from lensllm.core.selectors import Selection, Selector
 from lensllm.errors import InputError, LensLLMError
 from lensllm.run.config import RunConfig
 from lensllm.run.executors import Executor, Job, JobFailure, make_executor
 from lensllm.run.store import Store, job_key
 
+if TYPE_CHECKING:  # the Hugging Face layer imports torch: only for the type checker
+    from lensllm.core.evaluation import Evaluation
+    from lensllm.hf import Candidate, Task
 
-class Progress:
+
+class RunProgress:
     """A one-line progress bar on stderr (plain lines when not a terminal)."""
 
-    def __init__(self, stream=None, quiet: bool = False) -> None:
+    def __init__(self, stream: TextIO | None = None, quiet: bool = False) -> None:
         self.stream = stream or sys.stderr
         self.quiet = quiet
         self.tty = getattr(self.stream, "isatty", lambda: False)()
@@ -71,10 +81,12 @@ class RunContext:
     config: RunConfig
     store: Store
     executor: Executor
-    progress: Progress
-    candidates: dict[str, Any]  # name -> lensllm.hf.Candidate
+    progress: RunProgress
+    candidates: dict[str, Candidate]
+    #: the keyword arguments of lensllm.hf.load_task (what workers load the task from)
     task_spec: dict[str, Any]
-    task: Any  # lensllm.hf.Task
+    task: Task
+    #: TrainConfig.identity() of the config's training section: part of every job key
     training: dict[str, Any]
     failures: list[dict[str, Any]] = field(default_factory=list)
     weight_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -83,20 +95,39 @@ class RunContext:
 
 @dataclass
 class RunOutcome:
-    run_dir: Path
+    """What a run found: everything its report and its JSON summary are made of."""
+
+    config: RunConfig
+    task: str
+    #: the curves the method ranked (sizes within the budget)
     curves: CurveSet
-    selection: Any
-    halving: Any | None
+    selection: Selection
+    #: the adaptive search's rungs (None for a grid search)
+    halving: HalvingResult | None
+    #: the FLOPs ledger of the fine-tuning runs within the budget, against fine-tuning
+    #: every candidate at the target (see :func:`flops_summary`)
     ledger: dict[str, Any]
     failures: list[dict[str, Any]]
-    report: Path | None
-    verify: Any | None
+    #: with verify: every method scored on these candidates (None if it could not be)
+    verify: Evaluation | None
+    #: with verify: the full curves, target-size runs included
+    verified: CurveSet | None
+    weight_metrics: dict[str, dict[str, float]]
     wall_seconds: float
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.config.run_dir)
+
+    @property
+    def exported(self) -> CurveSet:
+        """The curves written to curves.json / curves.csv."""
+        return self.verified if self.verified is not None else self.curves
 
 
 # ------------------------------------------------------------------------ set-up
 
-def _resolve(config: RunConfig, progress: Progress) -> tuple[dict[str, Any], dict[str, Any]]:
+def _resolve(config: RunConfig, progress: RunProgress) -> tuple[dict[str, Any], dict[str, Any]]:
     """Candidate specs and the task spec, building the zoo when the config asks."""
     candidates = config.candidates
     task = dict(config.task)
@@ -119,11 +150,12 @@ def _resolve(config: RunConfig, progress: Progress) -> tuple[dict[str, Any], dic
     return {c["name"]: c for c in candidates}, task
 
 
-def open_run(config: RunConfig, progress: Progress | None = None,
+def open_run(config: RunConfig, progress: RunProgress | None = None,
              executor: Executor | None = None) -> RunContext:
+    """Resolve the candidates and the task, open the store, ingest worker records."""
     from lensllm.hf import Candidate, TrainConfig, load_task
 
-    progress = progress or Progress()
+    progress = progress or RunProgress()
     specs, task_spec = _resolve(config, progress)
     candidates = {}
     for name, spec in specs.items():
@@ -153,7 +185,7 @@ def open_run(config: RunConfig, progress: Progress | None = None,
                       task=task, training=training)
 
 
-def ladder(config: RunConfig, task: Any) -> list[int]:
+def ladder(config: RunConfig, task: Task) -> list[int]:
     """The subset sizes: the config's, else n0 x 2^k up to the budget."""
     if config.sizes:
         return list(config.sizes)
@@ -294,17 +326,19 @@ def record_weight_metrics(ctx: RunContext, jobs: Sequence[Job],
 
 
 def _finetuned(ctx: RunContext) -> dict[str, dict[int, dict[str, Any]]]:
-    """Every finished fine-tuning result in the store of the current candidates/task."""
+    """Every finished fine-tuning result in the store of the current candidates/task
+    (at every size the store holds, not only the ladder's: --verify adds the target)."""
     out: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in ctx.candidates}
-    wanted = {}
     for name in ctx.candidates:
-        for size in sorted({row.size for row in ctx.store.jobs("finetune", "done")
-                            if row.candidate == name and row.size}):
-            wanted[finetune_job(ctx, name, size).key] = (name, size)
-    for row in ctx.store.jobs("finetune", "done"):
-        if row.key in wanted:
-            name, size = wanted[row.key]
-            out[name][size] = row.result
+        keys: dict[int, str] = {}
+        for row in ctx.store.jobs("finetune", "done", candidate=name):
+            if not row.size:
+                continue  # the zero-shot evaluation
+            if row.size not in keys:
+                keys[row.size] = finetune_job(ctx, name, row.size).key
+            # rows of other settings (task, training, seed) share the name and size
+            if row.key == keys[row.size]:
+                out[name][row.size] = row.result
     return out
 
 
@@ -371,7 +405,8 @@ def search_grid(ctx: RunContext, sizes: Sequence[int]) -> None:
 
 
 def search_adaptive(ctx: RunContext, sizes: Sequence[int], zero: dict[str, dict[str, Any]],
-                    ntk: dict[str, dict[str, Any]], tokens: dict[str, float]):
+                    ntk: dict[str, dict[str, Any]], tokens: dict[str, float]
+                    ) -> HalvingResult:
     from lensllm.core.search import HalvingSettings, SuccessiveHalving
 
     stubs = [c for c in build_curves(ctx, zero, ntk, up_to=0)]
@@ -393,10 +428,13 @@ def search_adaptive(ctx: RunContext, sizes: Sequence[int], zero: dict[str, dict[
 
 # ---------------------------------------------------------------------- the run
 
-def run(config: RunConfig, *, verify: bool = False, progress: Progress | None = None,
-        executor: Executor | None = None, report: bool = True) -> RunOutcome:
-    """Execute a run config end to end (resuming whatever the run directory holds)."""
-    from lensllm.core.search import training_flops
+def run(config: RunConfig, *, verify: bool = False, progress: RunProgress | None = None,
+        executor: Executor | None = None) -> RunOutcome:
+    """Execute a run config end to end (resuming whatever the run directory holds).
+
+    Writes the store and the curve exports into the run directory; the report is
+    written from the returned outcome (:func:`lensllm.report.run_report.write_report`).
+    """
     from lensllm.core.selectors import make_selector
 
     ctx = open_run(config, progress, executor)
@@ -426,37 +464,51 @@ def run(config: RunConfig, *, verify: bool = False, progress: Progress | None = 
         measured = build_curves(ctx, zero, ntk, up_to=config.budget)
         curves, budget = rankable(ctx, measured, selector)
         selection = selector.select(curves, budget, config.target, uncertainty=True)
-
-        params = {c.model: float(c.params) for c in measured}
-        reference = sum(training_flops(params[m], config.target, tokens[m]) for m in params)
-        spent = sum(training_flops(params[c.model], int(n), tokens[c.model])
-                    for c in measured for n in c.sizes)
         actual = sum(r["train_flops"] for runs in _finetuned(ctx).values()
                      for n, r in runs.items() if n <= config.budget)
-        ledger = {"spent_flops": spent, "reference_flops": reference,
-                  "fraction": spent / reference, "saved_percent": 100 * (1 - spent / reference),
-                  "actual_train_flops": actual, "tokens_per_example": tokens,
-                  "runs": sum(len(c) for c in measured)}
+        ledger = flops_summary(measured, tokens, config.target, actual)
 
         verification, verified = None, None
         if verify:
             verification, verified = run_verify(ctx, sizes, zero, ntk)
-        wall = time.perf_counter() - ctx.started
-        report_path = None
-        if report:
-            from lensllm.report.run_report import write_report
-
-            report_path = write_report(ctx, curves, selection, halving, ledger, verification,
-                                       wall, verified=verified)
-        ctx.store.log("finish", detail={"chosen": selection.chosen, "wall_s": wall})
-        return RunOutcome(config.run_dir, curves, selection, halving, ledger, ctx.failures,
-                          report_path, verification, wall)
+        outcome = RunOutcome(config=config, task=ctx.task.name, curves=curves,
+                             selection=selection, halving=halving, ledger=ledger,
+                             failures=ctx.failures, verify=verification, verified=verified,
+                             weight_metrics=ctx.weight_metrics,
+                             wall_seconds=time.perf_counter() - ctx.started)
+        export_curves(outcome.exported, outcome.run_dir)
+        ctx.store.log("finish", detail={"chosen": selection.chosen,
+                                        "wall_s": outcome.wall_seconds})
+        return outcome
     finally:
         ctx.executor.close()
         ctx.store.close()
 
 
-def rankable(ctx: RunContext, curves: CurveSet, selector: Any) -> tuple[CurveSet, int]:
+def flops_summary(curves: CurveSet, tokens: dict[str, float], target: int,
+                  actual_train_flops: float) -> dict[str, Any]:
+    """The compute ledger of the runs behind ``curves``: each size of each curve charged
+    6 x params x tokens, against fine-tuning every candidate once at the target."""
+    ledger = FlopsLedger(tokens)
+    params = {c.model: float(c.params) for c in curves}
+    for curve in curves:
+        for n in curve.sizes:
+            ledger.charge(curve.model, params[curve.model], int(n))
+    spent, reference = ledger.total, ledger.reference(params, target)
+    return {"spent_flops": spent, "reference_flops": reference,
+            "fraction": spent / reference, "saved_percent": 100 * (1 - spent / reference),
+            "actual_train_flops": actual_train_flops, "tokens_per_example": tokens,
+            "runs": len(ledger.entries)}
+
+
+def export_curves(curves: CurveSet, run_dir: Path) -> None:
+    """curves.json and curves.csv (wide) in the run directory."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "curves.json").write_text(json.dumps(curves.to_json(), indent=1))
+    (run_dir / "curves.csv").write_text(curves.to_wide_csv())
+
+
+def rankable(ctx: RunContext, curves: CurveSet, selector: Selector) -> tuple[CurveSet, int]:
     """The curves the method can rank, and the budget (largest size finished).
 
     A candidate left with fewer finished sizes than the method needs (its fine-tuning
@@ -486,7 +538,7 @@ def rankable(ctx: RunContext, curves: CurveSet, selector: Any) -> tuple[CurveSet
 
 
 def run_verify(ctx: RunContext, sizes: Sequence[int], zero: dict[str, dict[str, Any]],
-               ntk: dict[str, dict[str, Any]]):
+               ntk: dict[str, dict[str, Any]]) -> tuple[Evaluation | None, CurveSet]:
     """Fine-tune every candidate on the full grid and at the target; score every method.
 
     Returns the scores (None when they cannot be computed) and the full curves."""
@@ -515,14 +567,16 @@ def run_verify(ctx: RunContext, sizes: Sequence[int], zero: dict[str, dict[str, 
     return table, curves
 
 
-def summary_json(outcome: RunOutcome) -> dict[str, Any]:
+def summary_json(outcome: RunOutcome, report: Path | None = None) -> dict[str, Any]:
+    """The run's result as JSON-able data (``lensllm run --format json``); ``report``:
+    the report's path, if one was written."""
     sel = outcome.selection
     return {
         "run_dir": str(outcome.run_dir), "chosen": sel.chosen, "method": sel.method,
         "budget": sel.budget, "target": sel.target, "ranking": sel.to_records(),
         "ledger": {k: v for k, v in outcome.ledger.items() if k != "tokens_per_example"},
         "failures": outcome.failures, "wall_seconds": outcome.wall_seconds,
-        "report": None if outcome.report is None else str(outcome.report),
+        "report": None if report is None else str(report),
         "verify": None if outcome.verify is None else outcome.verify.to_records(),
     }
 

@@ -50,6 +50,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished REAL NOT NULL,
     invocation TEXT NOT NULL
 );
+-- the pipeline looks jobs up by (kind, candidate, size)
+CREATE INDEX IF NOT EXISTS jobs_by_candidate ON jobs (kind, candidate, size);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     time REAL NOT NULL,
@@ -198,16 +200,17 @@ class Store:
         row = self.get(key)
         return row.result if row is not None and row.status == "done" else None
 
-    def jobs(self, kind: str | None = None, status: str | None = None) -> list[JobRow]:
+    def jobs(self, kind: str | None = None, status: str | None = None, *,
+             candidate: str | None = None, size: int | None = None) -> list[JobRow]:
+        """The stored jobs matching every filter given, oldest first."""
         query = ("SELECT key, kind, candidate, size, seed, status, result, error, attempts, "
                  "finished, invocation FROM jobs")
         clauses, args = [], []
-        if kind is not None:
-            clauses.append("kind = ?")
-            args.append(kind)
-        if status is not None:
-            clauses.append("status = ?")
-            args.append(status)
+        for column, value in (("kind", kind), ("status", status), ("candidate", candidate),
+                              ("size", size)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
         if clauses:
             query += " WHERE " + " AND ".join(clauses)
         return [self._row(r) for r in self._db.execute(query + " ORDER BY finished", args)]

@@ -14,7 +14,8 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-from lensllm.run.executors.base import Job, JobFailure, execute
+from lensllm.run.executors.base import Job, JobFailure, JobRunner
+from lensllm.run.jobs import execute
 
 # Each pool worker keeps a marker file ``<marker_dir>/<pid>`` holding the key of the job
 # it is running.  When a worker dies the pool breaks and every unfinished job fails with
@@ -54,14 +55,14 @@ def _init_worker(threads: int, marker_dir: str = "", gpu_ids: Any = None) -> Non
         pass
 
 
-def _pool_execute(job: Job) -> dict[str, Any] | JobFailure:
+def _pool_execute(job: Job, runner: JobRunner | None) -> dict[str, Any] | JobFailure:
     """Run a job in a pool worker, with a marker file while it runs."""
     if not _MARKER_DIR:
-        return execute(job)
+        return execute(job, runner)
     marker = _marker()
     marker.write_text(job.key)
     try:
-        return execute(job)
+        return execute(job, runner)
     finally:
         marker.unlink(missing_ok=True)
 
@@ -80,11 +81,16 @@ class LocalExecutor:
     running come back as :class:`JobFailure`; jobs still queued come back as failures
     that do not count against their retries; jobs that had finished keep their results.
     The next call starts a fresh pool.
+
+    ``job_runner`` computes each job's result (default :func:`lensllm.run.jobs.run_job`); pool
+    workers receive it pickled, so it must be a module-level callable.
     """
 
     name = "local"
 
-    def __init__(self, workers: int | None = None, gpus: Sequence[str] = ()) -> None:
+    def __init__(self, workers: int | None = None, gpus: Sequence[str] = (),
+                 job_runner: JobRunner | None = None) -> None:
+        self.job_runner = job_runner
         self.gpus = [str(g) for g in gpus]
         self.workers = max(1, int(workers if workers is not None else len(self.gpus) or 1))
         self.threads = max(1, (os.cpu_count() or 1) // self.workers)
@@ -112,10 +118,11 @@ class LocalExecutor:
         jobs = list(jobs)
         if self.workers == 1:
             for job in jobs:
-                yield job, execute(job)
+                yield job, execute(job, self.job_runner)
             return
         pool = self._ensure_pool()
-        pending: dict[Future, Job] = {pool.submit(_pool_execute, job): job for job in jobs}
+        pending: dict[Future, Job] = {pool.submit(_pool_execute, job, self.job_runner): job
+                                      for job in jobs}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             if any(isinstance(f.exception(), BrokenProcessPool) for f in done):

@@ -1,8 +1,8 @@
 """The Ray executor: one Ray task per job, on a local Ray or on a cluster.
 
 Each job runs as a Ray task that reserves ``num_cpus`` CPUs and ``num_gpus`` GPUs and
-calls :func:`lensllm.run.executors.base.execute` inside a Ray worker process, exactly what a
-local worker does.  Only the coordinator (the ``lensllm run`` process, Ray's *driver*)
+calls :func:`lensllm.run.jobs.execute` inside a Ray worker process, exactly what a local
+worker does.  Only the coordinator (the ``lensllm run`` process, Ray's *driver*)
 writes SQLite.
 
 Where results go:
@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from lensllm.errors import InputError, one_line
-from lensllm.run.executors.base import Job, JobFailure, execute
+from lensllm.run.executors.base import Job, JobFailure, JobRunner
+from lensllm.run.jobs import execute
 
 RAY_INSTALL = "pip install 'lensllm[ray]'"
 # Environment variables forwarded to the workers when set in the coordinator (a worker on
@@ -53,7 +54,8 @@ def _threads_for(num_cpus: float) -> int:
     return max(1, int(num_cpus))
 
 
-def _ray_task(job: Job, threads: int) -> dict[str, Any] | JobFailure:
+def _ray_task(job: Job, threads: int, runner: JobRunner | None = None
+              ) -> dict[str, Any] | JobFailure:
     """Body of the Ray task: pin the threads, run the job, write its record if shared."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["MKL_NUM_THREADS"] = str(threads)
@@ -67,7 +69,7 @@ def _ray_task(job: Job, threads: int) -> dict[str, Any] | JobFailure:
         # The run directory is not on this worker's filesystem: the result only travels
         # back through Ray.
         job = replace(job, records_dir="")
-    return execute(job)
+    return execute(job, runner)
 
 
 def _machine_cpus() -> int:
@@ -110,12 +112,17 @@ class RayExecutor:
     Each task pins ``max(1, int(num_cpus))`` torch threads (``OMP_NUM_THREADS`` too);
     ``training.num_threads`` in the run config, when set, takes precedence inside the
     fine-tuning run.
+
+    ``job_runner`` computes each job's result (default :func:`lensllm.run.jobs.run_job`);
+    Ray workers receive it pickled, so it must be a module-level callable that the
+    workers can import.
     """
 
     name = "ray"
 
     def __init__(self, address: str | None = None, num_cpus: float = 1.0,
-                 num_gpus: float = 0.0, local_cpus: int | None = None) -> None:
+                 num_gpus: float = 0.0, local_cpus: int | None = None,
+                 job_runner: JobRunner | None = None) -> None:
         try:
             import ray
         except ImportError:
@@ -131,6 +138,7 @@ class RayExecutor:
         self.num_gpus = float(num_gpus)
         self.local_cpus = local_cpus
         self.threads = _threads_for(self.num_cpus)
+        self.job_runner = job_runner
         self._owns_ray = False
         self._remote: Any = None
         if address is None and not ray.is_initialized():
@@ -200,7 +208,7 @@ class RayExecutor:
         options: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus,
                                    "max_retries": 0, "retry_exceptions": False}
         pending = {self._remote.options(name=f"lensllm: {job.label()}", **options)
-                   .remote(job, self.threads): job for job in jobs}
+                   .remote(job, self.threads, self.job_runner): job for job in jobs}
         try:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
