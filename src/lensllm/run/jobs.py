@@ -53,20 +53,16 @@ def finetune(job: Job) -> dict[str, Any]:
 
 def ntk(job: Job) -> dict[str, Any]:
     """The NTK spectrum of the pretrained candidate on a probe set of the task."""
-    import torch
-
     from lensllm.hf import load_candidate
     from lensllm.hf.ntk import measure_ntk
+    from lensllm.hf.runtime import torch_threads
 
     candidate, task = _candidate_and_task(job)
     spec = job.spec
     # training.num_threads pins the measurement like the fine-tuning runs (restored
     # afterwards: the local executor runs jobs inside the coordinator).
     threads = spec["training"].get("num_threads")
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
-    try:
+    with torch_threads(int(threads) if threads else None):
         model, tokenizer = load_candidate(candidate,
                                           apply_method=spec["ntk"]["params"] == "lora",
                                           device=spec.get("device", "auto"))
@@ -76,8 +72,6 @@ def ntk(job: Job) -> dict[str, Any]:
                                encoder_decoder=info.is_encoder_decoder)
         measured = measure_ntk(model, probe, params=spec["ntk"]["params"],
                                projection_dim=spec["ntk"]["projection_dim"], seed=job.seed)
-    finally:
-        torch.set_num_threads(previous)
     return {"eigenvalues": measured.eigenvalues.tolist(),
             "projections": measured.projections.tolist(),
             "summary": {**measured.summary(),
