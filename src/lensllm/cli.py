@@ -258,33 +258,15 @@ def run_cmd(config: Path, verify: bool, flops_budget: float | None, search: str 
             executor_kind: str | None, workers: int | None, run_dir: Path | None, fmt: str,
             quiet: bool) -> None:
     """Fine-tune, measure NTKs, fit, rank and report, from a YAML run config."""
-    from dataclasses import replace
-
     from lensllm.report.bench import selection_table
     from lensllm.report.run_report import write_report
     from lensllm.run.config import load_config
     from lensllm.run.pipeline import RunProgress, run, summary_json
 
-    cfg = load_config(config)
-    if flops_budget is not None:
-        if not (math.isfinite(flops_budget) and 0 < flops_budget <= 1):
-            raise InputError(f"--flops-budget must be a share in (0, 1], got {flops_budget}")
-        cfg = replace(cfg, flops_budget=flops_budget)
-    if search is not None:
-        cfg = replace(cfg, search=search)
-        if search == "adaptive":
-            from lensllm.core.search import check_adaptive_method
-            from lensllm.core.selectors import make_selector
-
-            check_adaptive_method(make_selector(cfg.method), "--search adaptive: ")
-    if executor_kind is not None or workers is not None:
-        if workers is not None and workers < 1:
-            raise InputError(f"--workers must be >= 1, got {workers}")
-        cfg = replace(cfg, executor=replace(
-            cfg.executor, kind=executor_kind or cfg.executor.kind,
-            workers=workers or cfg.executor.workers))
-    if run_dir is not None:
-        cfg = replace(cfg, run_dir=run_dir)
+    # the flags are checked by the rules of the config keys they override
+    cfg = load_config(config).with_overrides(flops_budget=flops_budget, search=search,
+                                             executor=executor_kind, workers=workers,
+                                             run_dir=run_dir)
     # stdout carries only the result: whatever the run prints (Ray's notices of dead
     # workers, library chatter) goes to stderr, so --format json stays parseable.
     with contextlib.redirect_stdout(sys.stderr):

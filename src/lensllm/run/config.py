@@ -17,12 +17,22 @@ the key, say what was wrong and what to write instead.  Example::
     training: {batch_size: 8, max_length: 64}
     ntk: {enabled: true, params: last, probe_size: 32}
     executor: {kind: local, workers: 1}
+
+Each section is a frozen dataclass with a ``from_mapping(data, where)`` constructor that
+checks its own keys; :func:`parse_config` composes them.  A value is checked by the
+*rule* of its key -- a function ``(value, where) -> value`` that raises an
+:class:`~lensllm.errors.InputError` naming ``where`` -- so the command line's overrides
+(:meth:`RunConfig.with_overrides`) go through the same rules, their messages naming the
+flag instead of the file and key.  The candidates' fine-tuning settings and the
+``training`` section are checked by the Hugging Face layer's own ``Candidate`` and
+``TrainConfig``, which the jobs build from them later (one copy of those rules).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,62 +60,19 @@ TOP_KEYS = {
     "executor": "mapping {kind: local|ray, workers, retries, address, num_cpus, num_gpus, "
                 "device}",
 }
-TASK_KEYS = ("path", "kind", "text_field", "input_field", "target_field", "txt_unit",
-             "test_size", "val_size", "n0", "name")
+REQUIRED_KEYS = ("candidates", "budget", "target")
 CANDIDATE_KEYS = ("name", "path", "method", "learning_rate", "lora", "gguf_file",
                   "trust_remote_code")
-NTK_KEYS = ("enabled", "params", "probe_size", "projection_dim")
-EXECUTOR_KEYS = ("kind", "workers", "retries", "address", "num_cpus", "num_gpus", "device")
-ZOO_KEYS = ("size", "seed")
+SEARCHES = ("adaptive", "grid")
+DEFAULT_FLOPS_BUDGET = 0.05
+#: the name given to ``candidates: {from: zoo, ...}`` when its settings are checked
+ZOO_CANDIDATES_NAME = "from: zoo"
 
+Rule = Callable[[Any, str], Any]
 
-@dataclass(frozen=True)
-class NTKSettings:
-    enabled: bool = True
-    params: str = "last"
-    probe_size: int = 32
-    projection_dim: int | None = None
-
-
-@dataclass(frozen=True)
-class ExecutorSettings:
-    kind: str = "local"
-    #: local pool size; None = one worker per visible GPU, or one (all cores) without GPUs
-    workers: int | None = None
-    retries: int = 1
-    address: str | None = None
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    #: where jobs compute: auto (a visible GPU, else the CPU), cpu or cuda
-    device: str = "auto"
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """A validated run configuration (paths resolved against the config's folder)."""
-
-    name: str
-    source: Path
-    run_dir: Path
-    cache_dir: Path
-    seed: int
-    zoo: dict[str, Any] | None
-    task: dict[str, Any]
-    candidates: list[dict[str, Any]] | str | dict[str, Any]
-    sizes: list[int] | None
-    budget: int
-    target: int
-    method: str
-    search: str
-    flops_budget: float
-    training: dict[str, Any]
-    ntk: NTKSettings
-    executor: ExecutorSettings
-    raw: dict[str, Any] = field(default_factory=dict, compare=False)
-
-
-def _where(source: str, key: str) -> str:
-    return f"{source}: {key}"
+# --------------------------------------------------------------------- value rules
+# A rule takes a value and where it came from ("c.yaml: executor.workers" or a flag such
+# as "--workers") and returns the checked value, or raises an InputError naming it.
 
 
 def _int(value: Any, where: str, minimum: int = 0) -> int:
@@ -127,7 +94,85 @@ def _number(value: Any, where: str, lo: float, hi: float) -> float:
     return float(value)
 
 
-def _mapping(value: Any, where: str, keys: tuple[str, ...]) -> dict[str, Any]:
+def _whole(minimum: int) -> Rule:
+    return lambda value, where: _int(value, where, minimum)
+
+
+def _within(lo: float, hi: float) -> Rule:
+    return lambda value, where: _number(value, where, lo, hi)
+
+
+def _choice(*choices: str) -> Rule:
+    listed = f"{', '.join(choices[:-1])} or {choices[-1]}"
+
+    def rule(value: Any, where: str) -> str:
+        if value not in choices:
+            raise InputError(f"{where} must be {listed}, got {value!r}")
+        return value
+    return rule
+
+
+def _optional(rule: Rule) -> Rule:
+    """``rule``, letting an explicit null through (it means "the default")."""
+    return lambda value, where: None if value is None else rule(value, where)
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise InputError(f"{where} must be a string, got {value!r}")
+    return value
+
+
+def _flag(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise InputError(f"{where} must be true or false")
+    return value
+
+
+def _path(value: Any, where: str, base: Path) -> Path:
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"{where} must be a path (a non-empty string)")
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path)
+
+
+def _ntk_params(value: Any, where: str) -> str | list[str]:
+    if not isinstance(value, str | list):
+        raise InputError(f"{where} must be all, last, lora or a list of parameter-name "
+                         "prefixes")
+    return value
+
+
+def _address(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise InputError(f"{where} must be a string like 'auto' or 'ray://head:10001'")
+    return value
+
+
+def _device(value: Any, where: str) -> str:
+    from lensllm.hf.device import check_device_setting
+
+    return check_device_setting(value, where)
+
+
+_flops_budget = _within(1e-6, 1.0)
+_search_kind = _choice(*SEARCHES)
+
+
+def _search(value: Any, method: str, where: str, prefix: str) -> str:
+    """``adaptive`` or ``grid``; the adaptive search needs a method that predicts losses
+    (``prefix`` starts that message)."""
+    value = _search_kind(value, where)
+    if value == "adaptive":
+        from lensllm.core.search import check_adaptive_method
+        from lensllm.core.selectors import make_selector
+
+        check_adaptive_method(make_selector(method), prefix)
+    return value
+
+
+def _mapping(value: Any, where: str, keys: Iterable[str]) -> dict[str, Any]:
+    keys = tuple(keys)
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -138,11 +183,284 @@ def _mapping(value: Any, where: str, keys: tuple[str, ...]) -> dict[str, Any]:
     return dict(value)
 
 
-def _path(value: Any, where: str, base: Path) -> Path:
-    if not isinstance(value, str) or not value.strip():
-        raise InputError(f"{where} must be a path (a non-empty string)")
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else (base / path)
+def _checked(value: Any, where: str, rules: Mapping[str, Rule]) -> dict[str, Any]:
+    """The section ``value`` (a mapping of known keys), each value passed by its rule."""
+    data = _mapping(value, where, rules)
+    return {key: rules[key](item, f"{where}.{key}") for key, item in data.items()}
+
+
+# ------------------------------------------------------------------------ sections
+
+ZOO_RULES: dict[str, Rule] = {"size": _choice("micro", "demo", "small"), "seed": _whole(0)}
+TASK_RULES: dict[str, Rule] = {
+    "path": _text,  # replaced in TaskSettings.from_mapping (needs the config's folder)
+    "kind": _optional(_choice("text", "pairs")),
+    "text_field": _optional(_text),
+    "input_field": _optional(_text),
+    "target_field": _optional(_text),
+    "txt_unit": _optional(_text),
+    "test_size": _whole(1),
+    "val_size": _whole(1),
+    "n0": _whole(1),
+    "name": _optional(_text),
+}
+NTK_RULES: dict[str, Rule] = {"enabled": _flag, "params": _ntk_params,
+                              "probe_size": _whole(2), "projection_dim": _optional(_whole(1))}
+EXECUTOR_RULES: dict[str, Rule] = {
+    "kind": _choice("local", "ray"),
+    "workers": _whole(1),
+    "retries": _whole(0),
+    "address": _optional(_address),
+    "num_cpus": _within(0, 1024),
+    "num_gpus": _within(0, 1024),
+    "device": _device,
+}
+ZOO_KEYS = tuple(ZOO_RULES)
+TASK_KEYS = tuple(TASK_RULES)
+NTK_KEYS = tuple(NTK_RULES)
+EXECUTOR_KEYS = tuple(EXECUTOR_RULES)
+
+
+@dataclass(frozen=True)
+class ZooSettings:
+    """``zoo``: build the offline candidate zoo of this size (seed: the run's by default)."""
+
+    size: str = "demo"
+    seed: int = 0
+
+    @classmethod
+    def from_mapping(cls, data: Any, where: str, seed: int = 0) -> ZooSettings:
+        return cls(**{"seed": seed, **_checked(data, where, ZOO_RULES)})
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """``task``: where the task is (``"zoo"``: the zoo's task) and how to read and split it.
+
+    Unset fields (None) take :func:`lensllm.hf.load_task`'s defaults, which also checks
+    the values that need the data (``txt_unit``, the columns).
+    """
+
+    path: str
+    kind: str | None = None
+    text_field: str | None = None
+    input_field: str | None = None
+    target_field: str | None = None
+    txt_unit: str | None = None
+    test_size: int | None = None
+    val_size: int | None = None
+    n0: int | None = None
+    name: str | None = None
+
+    @classmethod
+    def from_mapping(cls, data: Any, where: str, base: Path,
+                     has_zoo: bool = False) -> TaskSettings:
+        def path(value: Any, at: str) -> str:
+            if value != "zoo":
+                return str(_path(value, at, base))
+            if not has_zoo:
+                raise InputError(f"{at} is 'zoo' but the config has no zoo section")
+            return value
+
+        values = _checked(data, where, {**TASK_RULES, "path": path})
+        if "path" not in values:
+            raise InputError(f"{where}.path is missing (a task file or folder, or 'zoo')")
+        return cls(**values)
+
+    @property
+    def from_zoo(self) -> bool:
+        return self.path == "zoo"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The set fields: keyword arguments of :func:`lensllm.hf.load_task`."""
+        return {key: getattr(self, key) for key in TASK_KEYS if getattr(self, key) is not None}
+
+
+@dataclass(frozen=True)
+class CandidateSpec:
+    """One candidate: a name, a checkpoint path and its fine-tuning ``settings`` (method,
+    learning_rate, lora, gguf_file, trust_remote_code), as ``lensllm.hf.Candidate`` reads
+    them."""
+
+    name: str
+    path: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_mapping(cls, data: Any, where: str, base: Path) -> CandidateSpec:
+        settings = _mapping(data, where, CANDIDATE_KEYS)
+        if "path" not in settings:
+            raise InputError(f"{where}: missing 'path' (a local checkpoint folder)")
+        path = str(_path(settings.pop("path"), f"{where}.path", base))
+        name = settings.pop("name", Path(path).name)
+        if not isinstance(name, str) or not name:
+            raise InputError(f"{where}.name must be a non-empty string")
+        return cls(name, path, settings)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The mapping ``lensllm.hf.Candidate.from_dict`` takes."""
+        return {"name": self.name, "path": self.path, **self.settings}
+
+    def check(self, where: str) -> CandidateSpec:
+        """Check the settings with the rules of ``lensllm.hf.Candidate`` (no disk access)."""
+        from lensllm.hf.candidates import Candidate
+
+        try:
+            Candidate.from_dict(self.to_dict())
+        except InputError as exc:
+            raise InputError(f"{where}: {exc}") from None
+        return self
+
+
+@dataclass(frozen=True)
+class ZooCandidates:
+    """``candidates: zoo`` or ``{from: zoo, ...}``: the zoo's models, each with ``settings``."""
+
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def specs(self, models: Iterable[tuple[str, str]]) -> tuple[CandidateSpec, ...]:
+        """The candidates for the zoo's ``(name, checkpoint path)`` pairs."""
+        return tuple(CandidateSpec(name, path, dict(self.settings)) for name, path in models)
+
+
+Candidates = tuple[CandidateSpec, ...] | ZooCandidates
+
+
+def parse_candidates(value: Any, file: str, base: Path, has_zoo: bool = False) -> Candidates:
+    """``candidates``: ``'zoo'``, ``{from: zoo, <settings>}`` or a list of mappings."""
+    if value == "zoo" or isinstance(value, dict):
+        return _zoo_candidates(value, file, has_zoo)
+    if not isinstance(value, list) or not value:
+        raise InputError(f"{file}: candidates must be 'zoo' or a non-empty list of candidate "
+                         "mappings")
+    specs: dict[str, CandidateSpec] = {}
+    for i, entry in enumerate(value):
+        spec = CandidateSpec.from_mapping(entry, f"{file}: candidates[{i}]", base)
+        if spec.name in specs:
+            raise InputError(f"{file}: two candidates are named {spec.name!r}; give each a "
+                             "distinct name")
+        specs[spec.name] = spec.check(file)
+    return tuple(specs.values())
+
+
+def _zoo_candidates(value: str | dict[str, Any], file: str, has_zoo: bool) -> ZooCandidates:
+    settings = {}
+    if isinstance(value, dict):  # {from: zoo, learning_rate: ..., method: ...}
+        settings = _mapping(value, f"{file}: candidates", ("from", *CANDIDATE_KEYS[2:]))
+        if settings.pop("from", None) != "zoo":
+            raise InputError(f"{file}: candidates as a mapping must say 'from: zoo' (the "
+                             "settings then apply to every zoo candidate)")
+    if not has_zoo:
+        raise InputError(f"{file}: candidates is 'zoo' but the config has no zoo section")
+    zoo = ZooCandidates(settings)
+    zoo.specs([(ZOO_CANDIDATES_NAME, ".")])[0].check(file)  # the shared settings, by hf's rules
+    return zoo
+
+
+def parse_training(value: Any, file: str) -> dict[str, Any]:
+    """``training``: checked by ``lensllm.hf.TrainConfig`` (which the jobs build from it)."""
+    training = value or {}
+    if not isinstance(training, dict):
+        raise InputError(f"{file}: training must be a mapping of settings")
+    if training:  # TrainConfig's module imports torch: only for a config that sets something
+        try:
+            from lensllm.hf import TrainConfig
+        except ImportError:
+            raise InputError(f"{file}: training: checking the settings needs torch; install "
+                             "the fine-tuning extra: pip install 'lensllm[finetune]'") from None
+        try:
+            TrainConfig.from_dict({str(key): item for key, item in training.items()})
+        except InputError as exc:
+            raise InputError(f"{file}: {exc}") from None
+    return dict(training)
+
+
+@dataclass(frozen=True)
+class NTKSettings:
+    """``ntk``: whether to measure the NTK spectra, of which parameters, on how many
+    probe examples (``projection_dim``: random-project the gradients to this size)."""
+
+    enabled: bool = True
+    #: all, last, lora or a list of parameter-name prefixes
+    params: str | list[str] = "last"
+    probe_size: int = 32
+    projection_dim: int | None = None
+
+    @classmethod
+    def from_mapping(cls, data: Any, where: str) -> NTKSettings:
+        return cls(**_checked(data, where, NTK_RULES))
+
+
+@dataclass(frozen=True)
+class ExecutorSettings:
+    """``executor``: where the jobs run (a local process pool or Ray) and how often a
+    failed job is retried."""
+
+    kind: str = "local"
+    #: local pool size; None = one worker per visible GPU, or one (all cores) without GPUs
+    workers: int | None = None
+    retries: int = 1
+    address: str | None = None
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    #: where jobs compute: auto (a visible GPU, else the CPU), cpu or cuda
+    device: str = "auto"
+
+    @classmethod
+    def from_mapping(cls, data: Any, where: str) -> ExecutorSettings:
+        return cls(**_checked(data, where, EXECUTOR_RULES))
+
+
+# ---------------------------------------------------------------------- the config
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A validated run configuration (paths resolved against the config's folder).
+
+    ``raw`` is the mapping as read from the file, stored with the run.
+    """
+
+    name: str
+    source: Path
+    run_dir: Path
+    cache_dir: Path
+    seed: int
+    zoo: ZooSettings | None
+    task: TaskSettings
+    candidates: Candidates
+    sizes: list[int] | None
+    budget: int
+    target: int
+    method: str
+    search: str
+    flops_budget: float
+    training: dict[str, Any]
+    ntk: NTKSettings
+    executor: ExecutorSettings
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def with_overrides(self, *, flops_budget: float | None = None, search: str | None = None,
+                       executor: str | None = None, workers: int | None = None,
+                       run_dir: Path | None = None) -> RunConfig:
+        """This config with the command line's overrides (None keeps the config's value).
+
+        Each value is checked by the rule of its config key, the message naming the flag:
+        ``--workers 0`` fails as ``executor: {workers: 0}`` does.  ``raw`` stays the file's.
+        """
+        changes: dict[str, Any] = {}
+        if flops_budget is not None:
+            changes["flops_budget"] = _flops_budget(flops_budget, "--flops-budget")
+        if search is not None:
+            changes["search"] = _search(search, self.method, "--search",
+                                        f"--search {search}: ")
+        executor_changes = {key: EXECUTOR_RULES[key](value, flag) for key, value, flag in (
+            ("kind", executor, "--executor"), ("workers", workers, "--workers"))
+            if value is not None}
+        if executor_changes:
+            changes["executor"] = replace(self.executor, **executor_changes)
+        if run_dir is not None:
+            changes["run_dir"] = Path(run_dir)
+        return replace(self, **changes)
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -162,162 +480,88 @@ def load_config(path: str | Path) -> RunConfig:
 
 
 def parse_config(data: Any, source: Path | str = "config.yaml") -> RunConfig:
-    """Validate an already-parsed config mapping."""
+    """Validate an already-parsed config mapping; ``source`` names the file in messages
+    and its folder is where relative paths start."""
     source = Path(source)
-    name_of = source.name
+    file = source.name
     base = source.parent if str(source.parent) else Path(".")
+    _check_top_level(data, file)
+    name = _run_name(data.get("name", source.stem), file)
+    seed = _int(data.get("seed", 0), f"{file}: seed")
+    budget, target = _budget_and_target(data, file)
+    zoo = None if data.get("zoo") is None else ZooSettings.from_mapping(
+        data["zoo"], f"{file}: zoo", seed)
+    method = data.get("method", "lensllm")
+    return RunConfig(
+        name=name, source=source, seed=seed, zoo=zoo, budget=budget, target=target,
+        task=TaskSettings.from_mapping(data.get("task"), f"{file}: task", base, zoo is not None),
+        candidates=parse_candidates(data["candidates"], file, base, zoo is not None),
+        sizes=_sizes(data.get("sizes"), budget, file),
+        method=method, search=_default_search(data, method, file),
+        flops_budget=_flops_budget(data.get("flops_budget", DEFAULT_FLOPS_BUDGET),
+                                   f"{file}: flops_budget"),
+        training=parse_training(data.get("training"), file),
+        ntk=NTKSettings.from_mapping(data.get("ntk"), f"{file}: ntk"),
+        executor=ExecutorSettings.from_mapping(data.get("executor"), f"{file}: executor"),
+        run_dir=_folder(data, "run_dir", file, base, base / "runs" / name),
+        cache_dir=_folder(data, "cache_dir", file, base, Path("~/.cache/lensllm").expanduser()),
+        raw=data)
+
+
+def _check_top_level(data: Any, file: str) -> None:
     if data is None:
-        raise InputError(f"{name_of}: the config is empty")
+        raise InputError(f"{file}: the config is empty")
     if not isinstance(data, dict):
-        raise InputError(f"{name_of}: the config must be a mapping of keys to values")
+        raise InputError(f"{file}: the config must be a mapping of keys to values")
     unknown = [k for k in data if k not in TOP_KEYS]
     if unknown:
-        raise InputError(f"{name_of}: unknown key {unknown[0]!r}; known keys: "
+        raise InputError(f"{file}: unknown key {unknown[0]!r}; known keys: "
                          f"{', '.join(TOP_KEYS)}")
-    for required in ("candidates", "budget", "target"):
+    for required in REQUIRED_KEYS:
         if required not in data:
-            raise InputError(f"{name_of}: missing key {required!r} ({TOP_KEYS[required]})")
+            raise InputError(f"{file}: missing key {required!r} ({TOP_KEYS[required]})")
 
-    name = data.get("name", source.stem)
+
+def _run_name(name: Any, file: str) -> str:
     if not isinstance(name, str) or not name or not all(
             ch.isalnum() or ch in "-_." for ch in name):
-        raise InputError(f"{name_of}: name must use letters, digits, '-', '_' or '.', got "
+        raise InputError(f"{file}: name must use letters, digits, '-', '_' or '.', got "
                          f"{name!r}")
-    seed = _int(data.get("seed", 0), _where(name_of, "seed"))
-    budget = _int(data["budget"], _where(name_of, "budget"), 1)
-    target = _int(data["target"], _where(name_of, "target"), 1)
+    return name
+
+
+def _budget_and_target(data: dict[str, Any], file: str) -> tuple[int, int]:
+    budget = _int(data["budget"], f"{file}: budget", 1)
+    target = _int(data["target"], f"{file}: target", 1)
     if budget >= target:
-        raise InputError(f"{name_of}: budget ({budget}) must be smaller than the target "
+        raise InputError(f"{file}: budget ({budget}) must be smaller than the target "
                          f"({target})")
+    return budget, target
 
-    zoo = None
-    if data.get("zoo") is not None:
-        zoo = _mapping(data["zoo"], _where(name_of, "zoo"), ZOO_KEYS)
-        size = zoo.setdefault("size", "demo")
-        if size not in ("micro", "demo", "small"):
-            raise InputError(f"{name_of}: zoo.size must be micro, demo or small, got {size!r}")
-        zoo["seed"] = _int(zoo.get("seed", seed), _where(name_of, "zoo.seed"))
 
-    task = _mapping(data.get("task"), _where(name_of, "task"), TASK_KEYS)
-    if "path" not in task:
-        raise InputError(f"{name_of}: task.path is missing (a task file or folder, or 'zoo')")
-    if task["path"] == "zoo":
-        if zoo is None:
-            raise InputError(f"{name_of}: task.path is 'zoo' but the config has no zoo section")
-    else:
-        task["path"] = str(_path(task["path"], _where(name_of, "task.path"), base))
-    for key in ("test_size", "val_size", "n0"):
-        if key in task:
-            task[key] = _int(task[key], _where(name_of, f"task.{key}"), 1)
-    if task.get("kind") not in (None, "text", "pairs"):
-        raise InputError(f"{name_of}: task.kind must be text or pairs, got {task['kind']!r}")
+def _sizes(value: Any, budget: int, file: str) -> list[int] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        raise InputError(f"{file}: sizes must be a list of whole numbers")
+    sizes = sorted({_int(s, f"{file}: sizes[]", 1) for s in value})
+    if sizes[-1] > budget:
+        raise InputError(f"{file}: sizes include {sizes[-1]}, above the budget ({budget})")
+    if len(sizes) < 3:
+        raise InputError(f"{file}: give at least 3 sizes (a law needs 3 points)")
+    return sizes
 
-    candidates = data["candidates"]
-    if isinstance(candidates, dict):  # {from: zoo, learning_rate: ..., method: ...}
-        shared = _mapping(candidates, _where(name_of, "candidates"),
-                          ("from", *CANDIDATE_KEYS[2:]))
-        if shared.pop("from", None) != "zoo":
-            raise InputError(f"{name_of}: candidates as a mapping must say 'from: zoo' (the "
-                             "settings then apply to every zoo candidate)")
-        candidates = {"zoo": shared}
-    if candidates == "zoo" or isinstance(candidates, dict):
-        if zoo is None:
-            raise InputError(f"{name_of}: candidates is 'zoo' but the config has no zoo section")
-    elif isinstance(candidates, list) and candidates:
-        seen: set[str] = set()
-        parsed = []
-        for i, entry in enumerate(candidates):
-            where = _where(name_of, f"candidates[{i}]")
-            entry = _mapping(entry, where, CANDIDATE_KEYS)
-            if "path" not in entry:
-                raise InputError(f"{where}: missing 'path' (a local checkpoint folder)")
-            entry["path"] = str(_path(entry["path"], f"{where}.path", base))
-            entry.setdefault("name", Path(entry["path"]).name)
-            if not isinstance(entry["name"], str) or not entry["name"]:
-                raise InputError(f"{where}.name must be a non-empty string")
-            if entry["name"] in seen:
-                raise InputError(f"{name_of}: two candidates are named {entry['name']!r}; "
-                                 "give each a distinct name")
-            seen.add(entry["name"])
-            parsed.append(entry)
-        candidates = parsed
-    else:
-        raise InputError(f"{name_of}: candidates must be 'zoo' or a non-empty list of "
-                         "candidate mappings")
 
-    sizes = data.get("sizes")
-    if sizes is not None:
-        if not isinstance(sizes, list) or not sizes:
-            raise InputError(f"{name_of}: sizes must be a list of whole numbers")
-        sizes = sorted({_int(s, _where(name_of, "sizes[]"), 1) for s in sizes})
-        if sizes[-1] > budget:
-            raise InputError(f"{name_of}: sizes include {sizes[-1]}, above the budget "
-                             f"({budget})")
-        if len(sizes) < 3:
-            raise InputError(f"{name_of}: give at least 3 sizes (a law needs 3 points)")
-
-    method = data.get("method", "lensllm")
+def _default_search(data: dict[str, Any], method: Any, file: str) -> str:
+    """The ``search``; by default adaptive, or grid for a method that only ranks."""
     if not isinstance(method, str):
-        raise InputError(f"{name_of}: method must be a method name such as lensllm")
+        raise InputError(f"{file}: method must be a method name such as lensllm")
     from lensllm.core.selectors import make_selector
 
     selector = make_selector(method)  # unknown methods fail here, before any training
-    # Methods that only rank (no predicted loss) cannot drive the adaptive search.
     search = data.get("search", "adaptive" if selector.predicts_loss else "grid")
-    if search not in ("adaptive", "grid"):
-        raise InputError(f"{name_of}: search must be adaptive or grid, got {search!r}")
-    if search == "adaptive":
-        from lensllm.core.search import check_adaptive_method
+    return _search(search, method, f"{file}: search", f"{file}: ")
 
-        check_adaptive_method(selector, f"{name_of}: ")
-    flops_budget = _number(data.get("flops_budget", 0.05), _where(name_of, "flops_budget"),
-                           1e-6, 1.0)
 
-    training = data.get("training") or {}
-    if not isinstance(training, dict):
-        raise InputError(f"{name_of}: training must be a mapping of settings")
-
-    ntk_raw = _mapping(data.get("ntk"), _where(name_of, "ntk"), NTK_KEYS)
-    if "enabled" in ntk_raw and not isinstance(ntk_raw["enabled"], bool):
-        raise InputError(f"{name_of}: ntk.enabled must be true or false")
-    if "probe_size" in ntk_raw:
-        ntk_raw["probe_size"] = _int(ntk_raw["probe_size"], _where(name_of, "ntk.probe_size"),
-                                     2)
-    if ntk_raw.get("projection_dim") is not None:
-        ntk_raw["projection_dim"] = _int(ntk_raw["projection_dim"],
-                                         _where(name_of, "ntk.projection_dim"), 1)
-    if "params" in ntk_raw and not isinstance(ntk_raw["params"], str | list):
-        raise InputError(f"{name_of}: ntk.params must be all, last, lora or a list of "
-                         "parameter-name prefixes")
-    ntk = NTKSettings(**ntk_raw)
-
-    ex_raw = _mapping(data.get("executor"), _where(name_of, "executor"), EXECUTOR_KEYS)
-    kind = ex_raw.get("kind", "local")
-    if kind not in ("local", "ray"):
-        raise InputError(f"{name_of}: executor.kind must be local or ray, got {kind!r}")
-    if "workers" in ex_raw:
-        ex_raw["workers"] = _int(ex_raw["workers"], _where(name_of, "executor.workers"), 1)
-    if "retries" in ex_raw:
-        ex_raw["retries"] = _int(ex_raw["retries"], _where(name_of, "executor.retries"), 0)
-    for key in ("num_cpus", "num_gpus"):
-        if key in ex_raw:
-            ex_raw[key] = _number(ex_raw[key], _where(name_of, f"executor.{key}"), 0, 1024)
-    if "device" in ex_raw:
-        from lensllm.hf.device import check_device_setting
-
-        ex_raw["device"] = check_device_setting(ex_raw["device"],
-                                                _where(name_of, "executor.device"))
-    if ex_raw.get("address") is not None and not isinstance(ex_raw["address"], str):
-        raise InputError(f"{name_of}: executor.address must be a string like 'auto' or "
-                         "'ray://head:10001'")
-    executor = ExecutorSettings(**ex_raw)
-
-    run_dir = _path(data["run_dir"], _where(name_of, "run_dir"), base) if "run_dir" in data \
-        else base / "runs" / name
-    cache_dir = _path(data["cache_dir"], _where(name_of, "cache_dir"), base) \
-        if "cache_dir" in data else Path("~/.cache/lensllm").expanduser()
-    return RunConfig(name=name, source=source, run_dir=run_dir, cache_dir=cache_dir,
-                     seed=seed, zoo=zoo, task=task, candidates=candidates, sizes=sizes,
-                     budget=budget, target=target, method=method, search=search,
-                     flops_budget=flops_budget, training=dict(training), ntk=ntk,
-                     executor=executor, raw=data)
+def _folder(data: dict[str, Any], key: str, file: str, base: Path, default: Path) -> Path:
+    return _path(data[key], f"{file}: {key}", base) if key in data else default

@@ -32,7 +32,7 @@ from lensllm.core.curves import Curve, CurveSet, NTKSpectrum
 from lensllm.core.search import FlopsLedger, HalvingResult
 from lensllm.core.selectors import Selection, Selector
 from lensllm.errors import InputError, LensLLMError
-from lensllm.run.config import RunConfig
+from lensllm.run.config import RunConfig, ZooCandidates
 from lensllm.run.executors import Executor, Job, JobFailure, make_executor
 from lensllm.run.store import Store, job_key
 
@@ -130,24 +130,22 @@ class RunOutcome:
 def _resolve(config: RunConfig, progress: RunProgress) -> tuple[dict[str, Any], dict[str, Any]]:
     """Candidate specs and the task spec, building the zoo when the config asks."""
     candidates = config.candidates
-    task = dict(config.task)
+    task = config.task.to_dict()
     if config.zoo is not None:
         from lensllm.zoo.build import build_task, build_zoo
 
         started = time.perf_counter()
-        manifest = build_zoo(config.cache_dir, config.zoo["size"], config.zoo["seed"],
+        manifest = build_zoo(config.cache_dir, config.zoo.size, config.zoo.seed,
                              progress=progress.message)
         progress.message(f"zoo {manifest.size}: {len(manifest.candidates)} candidates ready "
                          f"({time.perf_counter() - started:.0f} s)")
-        if candidates == "zoo" or isinstance(candidates, dict):
-            shared = candidates.get("zoo", {}) if isinstance(candidates, dict) else {}
-            candidates = [{"name": r.name, "path": str(r.path), **shared}
-                          for r in manifest.candidates]
+        if isinstance(candidates, ZooCandidates):
+            candidates = candidates.specs((r.name, str(r.path)) for r in manifest.candidates)
         if task.get("path") == "zoo":
-            task["path"] = str(build_task(config.cache_dir, seed=config.zoo["seed"]))
+            task["path"] = str(build_task(config.cache_dir, seed=config.zoo.seed))
             task.setdefault("name", "python-docs")
     task.setdefault("seed", config.seed)
-    return {c["name"]: c for c in candidates}, task
+    return {c.name: c.to_dict() for c in candidates}, task
 
 
 def open_run(config: RunConfig, progress: RunProgress | None = None,
