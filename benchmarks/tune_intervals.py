@@ -28,8 +28,7 @@ def main() -> None:
     tasks = [load_benchmark(t) for t in TASKS]
     coverage = {}
     for gamma in GAMMAS:
-        selector = make_selector(args.method)
-        selector.interval_gamma = gamma
+        selector = make_selector(args.method, interval_gamma=gamma)
         cells = calibration(tasks, selector, BUDGETS, TARGET)
         coverage[gamma] = {t: float(np.mean([c.coverage for c in cells if c.task == t]))
                            for t in TASKS}

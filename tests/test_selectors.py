@@ -120,7 +120,7 @@ def test_method_specs():
     (lambda c: lensllm.select(c, "ats[k=1]", budget=800, target=3200),
      "ats: k must be a whole number >= 2, got 1"),
     (lambda c: lensllm.select(c, "ats[depth=3]", budget=800, target=3200),
-     "method 'ats' has no option depth; its options are k, delta"),
+     "method 'ats' has no option depth; its options are k, delta, interval_gamma"),
     (lambda c: lensllm.select(c, "zeroshot[x=1]", budget=800, target=3200),
      "method 'zeroshot' has no option x; it takes no options"),
     (lambda c: lensllm.select(c, "ats[k]", budget=800, target=3200),

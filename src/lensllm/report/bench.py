@@ -13,6 +13,7 @@ import numpy as np
 from lensllm.core.curves import CurveSet
 from lensllm.core.evaluation import Cell, Evaluation
 from lensllm.core.selectors import Selection
+from lensllm.core.selectors.lawfit import fit_points
 from lensllm.errors import InputError
 from lensllm.report.tables import fmt, text_table
 
@@ -145,10 +146,11 @@ def selection_table(selection: Selection) -> str:
 def fit_report(curves: CurveSet, model: str, law_name: str, budget: int | None,
                target: int | None, mode: str, plot: Path | None) -> dict[str, Any]:
     """Fit one law to one curve; text + JSON summaries, optional plot."""
-    from lensllm.core.laws import LensLLMLaw, PowerLaw, RectifiedLaw
-    from lensllm.core.laws.fit import fit_law
-    from lensllm.core.selectors.lawfit import fit_points
+    from lensllm.core.laws import LensLLMLaw
+    from lensllm.core.selectors.lawfit import LAW_FITS
 
+    if law_name not in LAW_FITS:
+        raise InputError(f"unknown law {law_name!r}; choose from {', '.join(LAW_FITS)}")
     curve = curves[model]
     seen = curve.within(budget) if budget is not None else curve
     if len(seen) < 3:
@@ -157,23 +159,21 @@ def fit_report(curves: CurveSet, model: str, law_name: str, budget: int | None,
             + (f" <= budget {budget}" if budget is not None else "")
             + "; fitting a law needs at least 3"
         )
-    note = None
-    if law_name == "vanilla":
-        law = PowerLaw()
-    elif law_name == "rectified" or curve.ntk is None:
-        law = RectifiedLaw()
-        if law_name == "lensllm":
-            note = ("no NTK data for this model: F is a free parameter, so the LensLLM law "
-                    "is the rectified law (F = D_l)")
-    else:
-        law = LensLLMLaw(ntk=curve.ntk, mode=mode)
+    # The law-fit method decides the law, its loss and the fit, exactly as when it selects.
+    method = LAW_FITS[law_name](**({"mode": mode} if law_name == "lensllm" else {}))
     largest = int(seen.sizes.max())
     if target is None:
         beyond = curve.sizes[curve.sizes > largest]
         target = int(beyond.max()) if beyond.size else 8 * largest
-    sizes, losses = fit_points(seen, law)
-    result = fit_law(law, sizes, losses, robust="huber" if law_name == "vanilla" else "linear",
-                     f_scale=0.001 if law_name == "vanilla" else 0.01, check_at=float(target))
+    law, result = method.fit_curve(seen, float(target))
+    note = None
+    if law_name == "lensllm" and not isinstance(law, LensLLMLaw):
+        note = ("no NTK data for this model: F is a free parameter, so the LensLLM law "
+                "is the rectified law (F = D_l)")
+    elif isinstance(law, LensLLMLaw) and law.mode != mode:
+        note = (f"the NTK data has no step count t: t is fitted (mode {law.mode}, not "
+                f"{mode})")
+    sizes = fit_points(seen, law)[0]
     predicted = float(result.predict(target))
     true = curve.loss_at(target)
     params = {k: float(v) for k, v in result.params.items()}

@@ -12,13 +12,11 @@ these rules the selector reproduces the published tables (see tests).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from lensllm.core.curves import CurveSet
-from lensllm.core.selectors.base import Selection, Selector
-from lensllm.errors import InputError
+from lensllm.core.selectors.base import INTERVAL_GAMMA, Selection, Selector
+from lensllm.core.selectors.settings import Setting, number, whole
 
 
 def line_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -54,17 +52,12 @@ class AtS(Selector):
     name = "ats"
     score_label = "predicted loss"
     min_points = 3
-
-    def __init__(self, k: int = 3, delta: float = 5.0) -> None:
-        if int(k) != k or k < 2:
-            raise InputError(f"ats: k must be a whole number >= 2, got {k}")
-        if not (math.isfinite(delta) and delta > 0):
-            raise InputError(f"ats: delta must be a number > 0, got {delta}")
-        self.k = int(k)
-        self.delta = float(delta)
-
-    def settings(self):
-        return {"k": self.k, "delta": self.delta}
+    settings = (
+        Setting("k", whole(2), 3, "sizes in the first fitted line (the largest ones)"),
+        Setting("delta", number(above=0), 5.0,
+                "stop at the first smaller size whose residual exceeds delta sigma"),
+        INTERVAL_GAMMA,
+    )
 
     def _select(self, curves: CurveSet, budget: int, target: int) -> Selection:
         lines = []

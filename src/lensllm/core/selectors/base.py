@@ -16,7 +16,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from lensllm.core.curves import Curve, CurveSet
+from lensllm.core.selectors.settings import Setting, check_names, format_value, number
 from lensllm.errors import InputError
+
+#: exponent of the back-tested error growth with the horizon (lensllm.core.uncertainty),
+#: a setting of every loss-predicting selector; benchmarks/tune_intervals.py holds the
+#: rule that chose the default
+INTERVAL_GAMMA = Setting("interval_gamma", number(at_least=0), 1.5,
+                         "growth exponent of the interval width with log2(target / budget)")
 
 
 @dataclass
@@ -82,9 +89,17 @@ class Selection:
 
 
 class Selector(ABC):
-    """Scores every candidate of a task from what is known under a budget."""
+    """Scores every candidate of a task from what is known under a budget.
+
+    Settings are declared once per class in :attr:`settings`; ``Selector(**settings)``
+    and :meth:`set_params` validate them, :meth:`get_params` returns them, and the
+    label shows the ones that were set (``ats[k=4]``).  They read as attributes
+    (``selector.k``); assigning one goes through :meth:`set_params`.
+    """
 
     name: ClassVar[str] = "selector"
+    #: the settings this method takes (name, rule, default, help)
+    settings: ClassVar[tuple[Setting, ...]] = ()
     #: what the score is, for people reading a ranking
     score_label: ClassVar[str] = "score"
     needs_zero_shot: ClassVar[bool] = False
@@ -95,14 +110,60 @@ class Selector(ABC):
     #: whether the score is a predicted loss at the target (False: a ranking score only)
     predicts_loss: ClassVar[bool] = True
 
-    def settings(self) -> dict[str, Any]:
-        """The selector's settings (shown in reports, part of a result's identity)."""
-        return {}
+    def __init__(self, **settings: Any) -> None:
+        # Values live in a dict, not as attributes: a setting may share its name with a
+        # class constant (the pooled predictor's min_points vs Selector.min_points).
+        object.__setattr__(self, "_values", {s.name: s.default for s in self.settings})
+        self.set_params(**settings)
+
+    def get_params(self) -> dict[str, Any]:
+        """The settings, in declaration order (a copy)."""
+        return dict(self._values)
+
+    def set_params(self, **settings: Any) -> Selector:
+        """Validate and set some settings; returns the selector."""
+        check_names(self.settings, list(settings), self.name)
+        declared = {s.name: s for s in self.settings}
+        converted = {k: declared[k].convert(v, self.name) for k, v in settings.items()}
+        # A new dict, so that a shallow copy of a selector keeps its own settings.
+        object.__setattr__(self, "_values", {**self._values, **converted})
+        named = self._named + tuple(k for k in converted if k not in self._named)
+        object.__setattr__(self, "_named", named)
+        return self
 
     @property
     def label(self) -> str:
-        """The name, plus the options it was built with (``ats[k=4]``)."""
-        return getattr(self, "_label", None) or self.name
+        """The name plus the settings that were set or differ from their default, as
+        written in a method spec (``ats[k=4,delta=2]``); the spec builds this selector."""
+        defaults = {s.name: s.default for s in self.settings}
+        shown = [*self._named, *(k for k, v in self._values.items()
+                                 if k not in self._named and v != defaults[k])]
+        if not shown:
+            return self.name
+        return (f"{self.name}["
+                + ",".join(f"{k}={format_value(self._values[k])}" for k in shown) + "]")
+
+    #: the settings named explicitly, in order (the label shows them even at their default)
+    _named: tuple[str, ...] = ()
+
+    def __getattr__(self, key: str) -> Any:
+        values = self.__dict__.get("_values")
+        if values is None:  # a subclass __init__ that did not call Selector.__init__
+            values = {s.name: s.default for s in self.settings}
+        if key == "_values":
+            return values
+        if key in values:
+            return values[key]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {key!r}")
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if any(s.name == key for s in self.settings):
+            self.set_params(**{key: value})
+        else:
+            object.__setattr__(self, key, value)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.label}>"
 
     def select(self, curves: CurveSet, budget: int, target: int, *,
                uncertainty: bool = False, level: float = 0.9) -> Selection:
@@ -133,10 +194,6 @@ class Selector(ABC):
             self._add_uncertainty(visible, selections, level)
         return selections
 
-    #: exponent of the back-tested error growth with the horizon (lensllm.core.uncertainty);
-    #: 1.5 is what the rule in benchmarks/tune_intervals.py picks for ``lensllm``
-    interval_gamma: ClassVar[float] = 1.5
-
     def _add_uncertainty(self, requests: list[tuple[CurveSet, int, int]],
                          selections: list[Selection], level: float) -> None:
         from lensllm.core.uncertainty import error_models, interval, probability_best
@@ -149,8 +206,8 @@ class Selector(ABC):
         def predictor(pseudo):
             return [s.predicted for s in self._select_many(pseudo)]
 
-        models = error_models(predictor, requests, max(self.min_points, 2),
-                              self.interval_gamma)
+        gamma = self._values.get(INTERVAL_GAMMA.name, INTERVAL_GAMMA.default)
+        models = error_models(predictor, requests, max(self.min_points, 2), gamma)
         for selection, model, (_, budget, target) in zip(selections, models, requests,
                                                          strict=True):
             horizon = math.log2(target / budget)

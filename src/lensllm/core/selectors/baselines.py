@@ -8,6 +8,7 @@ import numpy as np
 
 from lensllm.core.curves import CurveSet
 from lensllm.core.selectors.base import Selection, Selector
+from lensllm.core.selectors.settings import Setting, choice
 from lensllm.errors import InputError
 
 
@@ -75,16 +76,8 @@ class NLPMetrics(Selector):
     predicts_loss = False
     name = "nlpmetrics"
     score_label = "weight-spectrum metric"
-    METRICS = ("pl_alpha", "e_tpl_lambda")
-
-    def __init__(self, metric: str = "pl_alpha") -> None:
-        if metric not in self.METRICS:
-            raise InputError(f"nlpmetrics: unknown metric {metric!r}; use "
-                             f"{' or '.join(self.METRICS)}")
-        self.metric = metric
-
-    def settings(self):
-        return {"metric": self.metric}
+    settings = (Setting("metric", choice("pl_alpha", "e_tpl_lambda"), "pl_alpha",
+                        "the weight-spectrum metric to rank by (lower is better)"),)
 
     def _check_curve(self, curve, budget: int, task: str) -> None:
         value = (curve.metrics or {}).get(self.metric)

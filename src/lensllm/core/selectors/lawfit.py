@@ -12,15 +12,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import ClassVar
 
 import numpy as np
 
 from lensllm.core.curves import Curve, CurveSet
 from lensllm.core.laws import FitResult, Law, LensLLMLaw, PowerLaw, RectifiedLaw
 from lensllm.core.laws.fit import fit_curves
-from lensllm.core.selectors.base import Selection, Selector
-from lensllm.errors import InputError
+from lensllm.core.selectors.base import INTERVAL_GAMMA, Selection, Selector
+from lensllm.core.selectors.settings import Setting, choice
 
 
 def fit_points(curve: Curve, law: Law) -> tuple[np.ndarray, np.ndarray]:
@@ -36,18 +36,29 @@ class LawFitSelector(Selector):
 
     score_label = "predicted loss"
     min_points = 3
-    robust = "linear"
-    f_scale = 0.01
+    settings = (INTERVAL_GAMMA,)
+    #: the loss of the fit (part of the method, not a setting): scipy's robust loss name
+    #: and its scale in log loss
+    robust: ClassVar[str] = "linear"
+    f_scale: ClassVar[float] = 0.01
 
     def law_for(self, curve: Curve) -> Law:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def settings(self) -> dict[str, Any]:
-        return {"robust": self.robust, "f_scale": self.f_scale}
-
     def fit(self, curves: CurveSet, target: int) -> list[FitResult]:
         """Fit every curve of a task (already restricted to the budget)."""
         return self.fit_many([(curves, target)])[0]
+
+    def fit_curve(self, curve: Curve, target: float) -> tuple[Law, FitResult]:
+        """The law this method fits to ``curve``, and the fit (as :meth:`fit` does it)."""
+        law = self.law_for(curve)
+        return law, self._fit_group(law, [curve], [float(target)])[0]
+
+    def _fit_group(self, law: Law, curves: list[Curve], targets: list[float]
+                   ) -> list[FitResult]:
+        points = [fit_points(curve, law) for curve in curves]
+        return fit_curves(law, [p[0] for p in points], [p[1] for p in points],
+                          robust=self.robust, f_scale=self.f_scale, check_at=targets)
 
     def fit_many(self, requests: list[tuple[CurveSet, int]]) -> list[list[FitResult]]:
         """Fit the curves of many (task, target) requests; curves that share a law object
@@ -59,11 +70,8 @@ class LawFitSelector(Selector):
         for job in jobs:
             groups.setdefault(id(job[2]), []).append(job)
         for members in groups.values():
-            law = members[0][2]
-            points = [fit_points(curve, law) for _, _, _, curve, _ in members]
-            results = fit_curves(law, [p[0] for p in points], [p[1] for p in points],
-                                 robust=self.robust, f_scale=self.f_scale,
-                                 check_at=[float(t) for *_, t in members])
+            results = self._fit_group(members[0][2], [m[3] for m in members],
+                                      [float(t) for *_, t in members])
             for (r, i, *_), result in zip(members, results, strict=True):
                 out[r][i] = result
         return out  # type: ignore[return-value]
@@ -105,14 +113,10 @@ class LensLLMPaperFit(RectifiedFit):
     """The LensLLM law as published; F from the NTK spectrum where curves carry one."""
 
     name = "lensllm-paper"
-
-    def __init__(self, mode: str = "measured") -> None:
-        if mode not in ("measured", "fit-t"):
-            raise InputError(f"{self.name}: unknown mode {mode!r}; use 'measured' or 'fit-t'")
-        self.mode = mode
-
-    def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "mode": self.mode}
+    settings = (*RectifiedFit.settings,
+                Setting("mode", choice("measured", "fit-t"), "measured",
+                        "with NTK data: F at the measured step count t, or t fitted "
+                        "(measured falls back to fit-t where t was not recorded)"))
 
     def law_for(self, curve: Curve) -> Law:
         if curve.ntk is None:
@@ -121,3 +125,8 @@ class LensLLMPaperFit(RectifiedFit):
         if mode == "measured" and curve.ntk.steps is None:
             mode = "fit-t"
         return LensLLMLaw(ntk=curve.ntk, mode=mode)
+
+
+#: the law-fit method behind each ``lensllm fit --law`` name
+LAW_FITS: dict[str, type[LawFitSelector]] = {
+    "lensllm": LensLLMPaperFit, "rectified": RectifiedFit, "vanilla": VanillaFit}

@@ -23,8 +23,8 @@ sub-models fitted with the same weights (two free parameters per curve each).  �
 the noise SD of a log-loss, is estimated from the data: the pooled robust scale
 (1.4826 MAD) of every point's deviation from the line through its neighbours,
 standardised to unit noise and centred per size over the candidates (curvature the
-whole task shares is not noise).  On FLAN and WMT19 (concave curves) the evidence
-picks (T); on Gigaword (near power laws whose slopes do not steepen) it picks (P).
+whole task shares is not noise).  Concave curves favour (T); near power laws whose
+slopes do not steepen favour (P).
 The prediction averages the fits at several recency scales (default 0.5 ... 2
 doublings) instead of tuning one.
 
@@ -44,13 +44,10 @@ scale).  Fixed by convention, not tuned: ``outlier_z = 3`` (three robust SDs), t
 settings of its authors, ``min_points = 4``, search ranges that do not bind on the
 benchmark.  The defaults are the rule's choice on all three tasks (avg);
 ``benchmarks/tune_lensllm.py`` reruns the rule in-sample and leave-one-task-out and
-prints the robustness checks.
-
-On the benchmark protocol (21 cells) the defaults give mean PearCorr 85.1 and mean
-RelAcc 95.5 against AtS's 80.4 and 95.5, no cell more than 1 point below AtS.
+prints the robustness checks; the README reports how the defaults compare with AtS.
 
 Pure numpy, no random numbers: deterministic.  All curves and recency scales of a
-task are fitted in a few vectorised passes; the 21 benchmark cells take < 1 s.
+task are fitted in a few vectorised passes.
 """
 
 from __future__ import annotations
@@ -63,63 +60,58 @@ import numpy as np
 
 from lensllm.core.curves import CurveSet
 from lensllm.core.selectors.ats import line_fit, power_phase_start
-from lensllm.core.selectors.base import Selection, Selector
+from lensllm.core.selectors.base import INTERVAL_GAMMA, Selection, Selector
+from lensllm.core.selectors.settings import (
+    declared_in,
+    interval,
+    number,
+    numbers,
+    setting,
+    validate_dataclass,
+    whole,
+)
 from lensllm.errors import InputError
 
 _LN2 = math.log(2.0)
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
 
+_POSITIVE = number(above=0)
+
+
 @dataclass(frozen=True)
 class PooledSettings:
-    """Settings of :func:`pooled_lensllm_predict`.
+    """Settings of :func:`pooled_lensllm_predict`, each declared once here (rule,
+    default, help); the ``lensllm`` selector takes the same settings.
 
     The defaults are what the tuning rule (module docstring) chose on all three
     benchmark tasks; only ``recency`` is tuned, the rest is fixed by convention.
     """
 
-    #: recency scales of the fit weights, in doublings: a point k doublings before the
-    #: curve's last size weighs exp(-k / scale).  The prediction averages (in log
-    #: space) the pooled fits at every scale given: a uniform prior over log-scale
-    #: instead of a tuned value.  A single number fits at that scale only.
-    recency: float | tuple[float, ...] = (0.5, 0.7071, 1.0, 1.4142, 2.0)
-    #: points whose standardised neighbour deviation exceeds this many robust SDs are
-    #: down-weighted by outlier_z / |z| (0 switches robust weights off)
-    outlier_z: float = 3.0
-    #: fewest sizes a curve needs for the transition sub-model to be used
-    min_points: int = 4
-    #: AtS settings of the power-phase sub-model
-    ats_k: int = 3
-    ats_delta: float = 5.0
-    #: search range of the shared asymptotic slope β
-    beta_bounds: tuple[float, float] = (0.02, 1.2)
-    #: search range of log D0 (knee in examples; F = D0^β), D0 from 1 to e^22 ≈ 3.6e9
-    log_knee_bounds: tuple[float, float] = (0.0, 22.0)
-    #: coarse grid sizes before the continuous refinement
-    beta_grid: int = 40
-    knee_grid: int = 45
+    #: a point k doublings before the curve's last size weighs exp(-k / scale); the
+    #: prediction averages (in log space) the pooled fits at every scale given: a
+    #: uniform prior over log-scale instead of a tuned value
+    recency: float | tuple[float, ...] = setting(
+        (0.5, 0.7071, 1.0, 1.4142, 2.0), numbers(_POSITIVE),
+        "recency scales of the fit weights, in doublings (the fits are averaged)")
+    outlier_z: float = setting(
+        3.0, number(at_least=0),
+        "points more robust SDs than this off their neighbours are down-weighted "
+        "by outlier_z / |z| (0: no robust weights)")
+    min_points: int = setting(
+        4, whole(3), "fewest sizes a curve needs for the transition sub-model")
+    ats_k: int = setting(3, whole(2), "AtS k of the power-phase sub-model")
+    ats_delta: float = setting(5.0, _POSITIVE, "AtS delta of the power-phase sub-model")
+    beta_bounds: tuple[float, float] = setting(
+        (0.02, 1.2), interval(above=0), "search range of the shared asymptotic slope beta")
+    #: D0 from 1 to e^22 ≈ 3.6e9
+    log_knee_bounds: tuple[float, float] = setting(
+        (0.0, 22.0), interval(), "search range of log D0 (the knee in examples; F = D0^beta)")
+    beta_grid: int = setting(40, whole(5), "coarse grid size of beta before refinement")
+    knee_grid: int = setting(45, whole(5), "coarse grid size of log D0 before refinement")
 
     def __post_init__(self) -> None:
-        scales = (self.recency,) if np.isscalar(self.recency) else tuple(self.recency)
-        if not scales or not all(math.isfinite(v) and v > 0 for v in map(float, scales)):
-            raise InputError(f"pooled: recency must be numbers > 0, got {self.recency}")
-        object.__setattr__(self, "recency", tuple(float(v) for v in scales))
-        if not (math.isfinite(self.outlier_z) and self.outlier_z >= 0):
-            raise InputError(f"pooled: outlier_z must be >= 0, got {self.outlier_z}")
-        if self.min_points < 3:
-            raise InputError(f"pooled: min_points must be >= 3, got {self.min_points}")
-        lo, hi = self.beta_bounds
-        if not (0 < lo < hi):
-            raise InputError(f"pooled: beta_bounds must satisfy 0 < lo < hi, got {lo, hi}")
-        lo, hi = self.log_knee_bounds
-        if not lo < hi:
-            raise InputError(f"pooled: log_knee_bounds must satisfy lo < hi, got {lo, hi}")
-        if self.beta_grid < 5 or self.knee_grid < 5:
-            raise InputError("pooled: beta_grid and knee_grid must be >= 5")
-        if int(self.ats_k) != self.ats_k or self.ats_k < 2:
-            raise InputError(f"pooled: ats_k must be a whole number >= 2, got {self.ats_k}")
-        if not (math.isfinite(self.ats_delta) and self.ats_delta > 0):
-            raise InputError(f"pooled: ats_delta must be > 0, got {self.ats_delta}")
+        validate_dataclass(self, "pooled")
 
 
 @dataclass(frozen=True, eq=False)
@@ -502,18 +494,16 @@ class PooledLensLLM(Selector):
 
     name = "lensllm"
     score_label = "predicted loss"
+    #: fewest sizes to select at all; the setting ``min_points`` (PooledSettings) is the
+    #: fewest for the transition sub-model
     min_points = 3
+    settings = (*declared_in(PooledSettings), INTERVAL_GAMMA)
 
-    def __init__(self, **settings) -> None:
-        try:
-            self.pooled = PooledSettings(**settings)
-        except TypeError as exc:
-            raise InputError(f"lensllm: {exc}") from None
-
-    def settings(self) -> dict:
-        from dataclasses import asdict
-
-        return asdict(self.pooled)
+    @property
+    def pooled(self) -> PooledSettings:
+        """The settings of the numerical predictor."""
+        params = self.get_params()
+        return PooledSettings(**{s.name: params[s.name] for s in declared_in(PooledSettings)})
 
     def _select_many(self, requests: list[tuple[CurveSet, int, int]]) -> list[Selection]:
         out = []
