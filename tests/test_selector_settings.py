@@ -69,7 +69,7 @@ def test_method_spec_sets_validates_and_labels(method, key, written, value, bad,
     defaults = SELECTORS[method]().get_params()
     sel = make_selector(f"{method}[{key}={written}]")
     assert sel.get_params() == {**defaults, key: value}
-    assert getattr(sel, key) == value or key == "min_points"  # see PooledLensLLM.min_points
+    assert getattr(sel, key) == value
     assert sel.label == f"{method}[{key}={written}]"
     assert make_selector(sel.label).get_params() == sel.get_params()
     with pytest.raises(InputError) as info:

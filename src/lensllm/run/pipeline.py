@@ -521,16 +521,16 @@ def rankable(ctx: RunContext, curves: CurveSet, selector: Selector) -> tuple[Cur
     keep = []
     for curve in curves:
         finished = curve.within(budget).sizes
-        if len(finished) >= selector.min_points:
+        if len(finished) >= selector.required_sizes:
             keep.append(curve)
             continue
         note = (f"left out of the ranking: {len(finished)} fine-tuning size(s) finished "
                 f"({', '.join(str(int(n)) for n in finished) or 'none'}); the {selector.name} "
-                f"method needs {selector.min_points}")
+                f"method needs {selector.required_sizes}")
         ctx.failures.append({"job": f"{curve.model} (ranking)", "error": note, "attempts": 0})
         ctx.progress.warn(f"{curve.model}: {note}")
     if not keep:
-        raise InputError(f"no candidate has the {selector.min_points} finished fine-tuning "
+        raise InputError(f"no candidate has the {selector.required_sizes} finished fine-tuning "
                          f"sizes the {selector.name} method needs; see the failures above")
     return CurveSet(keep, task=curves.task), budget
 

@@ -51,7 +51,7 @@ class AtS(Selector):
 
     name = "ats"
     score_label = "predicted loss"
-    min_points = 3
+    required_sizes = 3
     settings = (
         Setting("k", whole(2), 3, "sizes in the first fitted line (the largest ones)"),
         Setting("delta", number(above=0), 5.0,

@@ -105,14 +105,14 @@ class Selector(ABC):
     needs_zero_shot: ClassVar[bool] = False
     needs_params: ClassVar[bool] = False
     #: fewest measured sizes (> 0, <= budget) each curve must have
-    min_points: ClassVar[int] = 0
+    required_sizes: ClassVar[int] = 0
     higher_is_better: ClassVar[bool] = False
     #: whether the score is a predicted loss at the target (False: a ranking score only)
     predicts_loss: ClassVar[bool] = True
 
     def __init__(self, **settings: Any) -> None:
-        # Values live in a dict, not as attributes: a setting may share its name with a
-        # class constant (the pooled predictor's min_points vs Selector.min_points).
+        # Values live in a dict, not as attributes, so that every write goes through
+        # set_params' validation.
         object.__setattr__(self, "_values", {s.name: s.default for s in self.settings})
         self.set_params(**settings)
 
@@ -207,7 +207,7 @@ class Selector(ABC):
             return [s.predicted for s in self._select_many(pseudo)]
 
         gamma = self._values.get(INTERVAL_GAMMA.name, INTERVAL_GAMMA.default)
-        models = error_models(predictor, requests, max(self.min_points, 2), gamma)
+        models = error_models(predictor, requests, max(self.required_sizes, 2), gamma)
         for selection, model, (_, budget, target) in zip(selections, models, requests,
                                                          strict=True):
             horizon = math.log2(target / budget)
@@ -231,11 +231,11 @@ class Selector(ABC):
                 f"{task}: model {curve.model!r} has no parameter count; the {self.name} "
                 "method needs it (column 'size' in wide files, 'params' in long files)"
             )
-        if len(curve) < self.min_points:
+        if len(curve) < self.required_sizes:
             seen = ", ".join(str(int(n)) for n in curve.sizes) or "none"
             raise InputError(
                 f"{task}: model {curve.model!r} has {len(curve)} measured size(s) <= budget "
-                f"{budget} ({seen}); the {self.name} method needs at least {self.min_points}"
+                f"{budget} ({seen}); the {self.name} method needs at least {self.required_sizes}"
             )
 
     @abstractmethod

@@ -32,7 +32,7 @@ class SubsetLoss(Selector):
     predicts_loss = False
     name = "subset-loss"
     score_label = "loss at budget"
-    min_points = 1
+    required_sizes = 1
 
     def _select(self, curves: CurveSet, budget: int, target: int) -> Selection:
         shared = set(curves[0].sizes.tolist())

@@ -35,7 +35,7 @@ class LawFitSelector(Selector):
     """Fit one law family per curve; score = predicted loss at the target."""
 
     score_label = "predicted loss"
-    min_points = 3
+    required_sizes = 3
     settings = (INTERVAL_GAMMA,)
     #: the loss of the fit (part of the method, not a setting): scipy's robust loss name
     #: and its scale in log loss

@@ -494,9 +494,9 @@ class PooledLensLLM(Selector):
 
     name = "lensllm"
     score_label = "predicted loss"
-    #: fewest sizes to select at all; the setting ``min_points`` (PooledSettings) is the
-    #: fewest for the transition sub-model
-    min_points = 3
+    #: fewest sizes to select at all (the setting ``min_points`` is the fewest for the
+    #: transition sub-model)
+    required_sizes = 3
     settings = (*declared_in(PooledSettings), INTERVAL_GAMMA)
 
     @property
