@@ -1,4 +1,4 @@
-"""Loss curves: the data model, the file formats, and validation at the boundary.
+"""Loss curves: the validated data model and the file formats.
 
 A :class:`Curve` is what lensllm knows about one candidate model on one task: test
 losses after fine-tuning on nested subsets of increasing size, the zero-shot loss
@@ -17,6 +17,11 @@ Three file formats load into a CurveSet (see :func:`load_curves`):
   "zero_shot", "params", "family", "ntk": {...}, "metrics": {...}}]}``; the only
   format that carries NTK spectra and weight-spectrum metrics, written by
   ``lensllm run``.
+
+Validation lives in the data model (:class:`Curve`, :class:`NTKSpectrum`,
+:class:`CurveSet`), so a curve built from a file, by the API or by a run is checked
+the same way.  The readers parse text into numbers and leave the checks to the model;
+they catch a :class:`CurveError` and report it at its line and column instead.
 """
 
 from __future__ import annotations
@@ -261,7 +266,7 @@ class Curve:
         """The same curve restricted to the sizes ``<= budget`` (zero-shot kept)."""
         keep = self.sizes <= budget
         # A part of a valid curve is valid: no checks again (the protocol's hot path).
-        part = object.__new__(Curve)
+        part = object.__new__(type(self))
         part.__dict__.update(self.__dict__, sizes=self.sizes[keep], losses=self.losses[keep])
         return part
 
@@ -404,7 +409,7 @@ def _parse_size(text: str, where: str) -> int:
             from None
     if not math.isfinite(value) or value < 0 or value != int(value):
         raise InputError(f"{where}: {text!r} is not a data size (a whole number of examples)")
-    if value > 1e15:
+    if value > MAX_SIZE:
         raise InputError(f"{where}: data size {text!r} is implausibly large (> 1e15 examples)")
     return int(value)
 
