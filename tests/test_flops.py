@@ -15,9 +15,9 @@ pytestmark = pytest.mark.torch
 
 
 def _costs(model):
-    from lensllm.hf.train import _param_costs  # lazily: the HF layer needs torch
+    from lensllm.hf.flops import model_costs  # lazily: the HF layer needs torch
 
-    return _param_costs(model)
+    return model_costs(model)
 
 
 class Toy(torch.nn.Module):
