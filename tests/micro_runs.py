@@ -106,19 +106,9 @@ def run_cli(config: Path, run_dir: Path, *extra: str, fault: str | None = None,
 def descendants(pid: int) -> list[int]:
     """Every process below ``pid`` (Linux /proc): pool workers, the local Ray a
     coordinator started, their helpers."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
+    from lensllm.run.executors.watchdog import descendants as below
+
+    return list(below(pid))
 
 
 def strip_volatile(value: Any) -> Any:

@@ -98,7 +98,7 @@ def die_with_coordinator(coordinator: int, *, direct_parent: bool) -> None:
 
 # ------------------------------------------------------------------------ the reaper
 
-def _descendants(root: int) -> dict[int, str]:
+def descendants(root: int) -> dict[int, str]:
     """pid -> start time (to tell a reused pid apart) of every process below ``root``."""
     children: dict[int, list[tuple[int, str]]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -129,7 +129,7 @@ def reap(coordinator: int, poll_s: float = 0.5) -> None:
     me = os.getpid()
     known: dict[int, str] = {}
     while True:
-        known = {p: t for p, t in _descendants(coordinator).items() if p != me} or known
+        known = {p: t for p, t in descendants(coordinator).items() if p != me} or known
         ready, _, _ = select.select([sys.stdin], [], [], poll_s)
         if not ready:
             continue
