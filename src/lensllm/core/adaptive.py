@@ -87,6 +87,7 @@ class _Decision:
     selection: Selection
     alive: list[str]          # survivors after dropping, best P(best) first
     p_best: dict[str, float]  # against every candidate alive before the drop
+    bound: dict[str, float]   # P(beats the leader): what a drop is decided on
     leader: str
 
 
@@ -143,7 +144,8 @@ class AdaptiveSearch:
         leader = alive[order[0]]
         bound = beat_bound(pred, sd)
         kept = [alive[k] for k in order if alive[k] == leader or bound[k] >= s.p_keep]
-        decision = _Decision(selection, kept, {alive[k]: float(p[k]) for k in order}, leader)
+        decision = _Decision(selection, kept, {alive[k]: float(p[k]) for k in order},
+                             {alive[k]: float(bound[k]) for k in order}, leader)
         selection.details["error_model"] = model
         self.cache[key] = decision
         return decision
