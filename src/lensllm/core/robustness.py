@@ -345,3 +345,90 @@ def format_report(report: RobustnessReport) -> str:
             f"{s.ref_pearcorr:6.1f} {s.ref_relacc:6.1f} | {s.worst_pearcorr:+6.1f} "
             f"({s.worst_pearcorr_cell}), {s.worst_relacc:+6.1f} ({s.worst_relacc_cell})")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------
+# the adaptive search over a fine budget sweep
+
+#: the FLOPs budgets (shares of fine-tuning every candidate at the target) of the sweep
+FINE_BUDGETS = (0.002, 0.003, 0.004, 0.005, 0.006, 0.007, 0.008, 0.009, 0.01, 0.0125,
+                0.015, 0.0175, 0.02, 0.025, 0.03, 0.035, 0.04, 0.05, 0.06, 0.07, 0.08,
+                0.09, 0.1, 0.125, 0.15, 0.2)
+
+
+@dataclass(frozen=True)
+class AdaptiveRow:
+    """The search at one FLOPs budget on one variant, next to the fixed baselines."""
+
+    variant: str
+    budget: float
+    flops: float                 # mean share used
+    relacc: float                # mean over the variant's cases
+    worst_task: str
+    worst_relacc: float
+    per_task: dict[str, float]
+    #: AtS at the cheapest ratio using at least the FLOPs the search used (mean RelAcc,
+    #: its FLOPs share), and the best "train everyone at size s" that fits the budget
+    ats_relacc: float
+    ats_flops: float
+    lowest_relacc: float
+
+    def to_dict(self) -> dict:
+        return dict(vars(self))
+
+
+def adaptive_protocol(variants: Sequence[Variant], tokens_per_example: Mapping[str, float],
+                      budgets: Sequence[float] = FINE_BUDGETS, selector: str = "lensllm",
+                      settings=None) -> list[AdaptiveRow]:
+    """Replay the adaptive search at every budget on every case of ``variants``."""
+    from lensllm.core.adaptive import fixed_baselines, sweep
+
+    rows = []
+    for v in variants:
+        per_budget: list[list[tuple[str, float, float]]] = [[] for _ in budgets]
+        fixed: list[list[dict]] = []
+        for case in v.cases:
+            task = case.curves.task
+            if task not in tokens_per_example:
+                raise InputError(f"{task}: the adaptive search needs its tokens per example")
+            results = sweep(case.curves, case.target, tokens_per_example[task], budgets,
+                            selector, settings)
+            for k, r in enumerate(results):
+                if r is not None:
+                    chosen = case.curves.models.index(r.chosen)
+                    per_budget[k].append((task, relacc(float(case.truth[chosen]), case.truth),
+                                          r.flops_fraction))
+            fixed.append(fixed_baselines(case.curves, case.truth, case.target))
+        for k, share in enumerate(budgets):
+            got = per_budget[k]
+            if len(got) < len(v.cases):
+                continue  # the warm-up does not fit in this budget
+            tasks = list(dict.fromkeys(t for t, _, _ in got))
+            per_task = {t: float(np.mean([r for tt, r, _ in got if tt == t])) for t in tasks}
+            worst = min(per_task, key=per_task.get)
+            used = float(np.mean([f for *_, f in got]))
+            # AtS given at least as much compute as the search used (mean over cases)
+            ats = [min((row for row in rows_ if row["method"] == "ats"
+                        and row["flops"] >= used - 1e-12), key=lambda row: row["flops"],
+                       default=None) for rows_ in fixed]
+            ats_ok = [a for a in ats if a is not None]
+            lowest = [max((row["relacc"] for row in rows_ if row["method"] == "lowest at size"
+                           and row["flops"] <= share + 1e-12), default=math.nan)
+                      for rows_ in fixed]
+            rows.append(AdaptiveRow(
+                v.name, float(share), used, float(np.mean([r for _, r, _ in got])), worst,
+                per_task[worst], per_task,
+                float(np.mean([a["relacc"] for a in ats_ok])) if ats_ok else math.nan,
+                float(np.mean([a["flops"] for a in ats_ok])) if ats_ok else math.nan,
+                _nanmean(lowest)))
+    return rows
+
+
+def format_adaptive(rows: Sequence[AdaptiveRow]) -> str:
+    lines = [f"{'variant':12s} {'budget':>7s} {'used':>6s} {'RelAcc':>6s} {'worst task':>18s} | "
+             f"{'AtS >= FLOPs':>12s} {'(FLOPs)':>7s} {'lowest@s':>8s}"]
+    for r in rows:
+        lines.append(f"{r.variant:12s} {100 * r.budget:6.2f}% {100 * r.flops:5.2f}% "
+                     f"{r.relacc:6.1f} {r.worst_task:>11s} {r.worst_relacc:6.1f} | "
+                     f"{r.ats_relacc:12.1f} {100 * r.ats_flops:6.2f}% {r.lowest_relacc:8.1f}")
+    return "\n".join(lines)
