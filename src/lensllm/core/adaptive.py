@@ -16,8 +16,9 @@ Every candidate is fine-tuned on the ``warmup`` smallest sizes.  Then, rung afte
 
 The FLOPs budget never decides who survives, only how far the survivors get: when the
 next rung does not fit in what is left, the survivors are trained on it in order of
-P(best) as long as each fits (a prefix: more budget trains a superset), and the
-choice is the lowest predicted loss among the survivors on all points trained.  So
+P(best) as long as each fits (a prefix: more budget trains a superset), then that
+prefix on the size after as far as it fits, and so on while at least two fit; the
+choice is the lowest predicted loss among all survivors on all points trained.  So
 the decisions up to the last full rung do not depend on the budget at all: a larger
 budget sees the same rungs and then more.
 
@@ -41,6 +42,9 @@ from lensllm.core.search import FlopsLedger, HalvingResult, Rung, check_adaptive
 from lensllm.core.selectors import Selection, Selector, make_selector
 from lensllm.core.uncertainty import probability_best
 from lensllm.errors import InputError
+
+#: a partial rung trains at least two survivors: one alone teaches nothing about the order
+_MIN_GROUP = 2
 
 
 @dataclass(frozen=True)
@@ -134,7 +138,7 @@ class AdaptiveSearch:
         selection = self._predict(curves, target)
         model = conformal_models(
             lambda reqs: [x.predicted for x in self.selector.select_many(reqs)],
-            [(curves, size, target)], max(self.selector.min_points, 2), s.gamma,
+            [(curves, size, target)], max(self.selector.required_sizes, 2), s.gamma,
             alive=[alive])[0]
         idx = [selection.models.index(m) for m in alive]
         pred = selection.predicted[idx]
@@ -228,23 +232,33 @@ class AdaptiveSearch:
                     continue
                 # The budget decides how far, not who: the survivors most likely to be
                 # best are trained on the next size while each fits; nobody is dropped.
-                part: list[str] = []
-                spend = ledger.total
-                for m in alive:
-                    if spend + cost[m] > limit * (1 + 1e-12):
+                # What is left goes deeper on the most likely: each further size
+                # trains the prefix of the previous one that fits.
+                group, depth, trained_any = list(alive), level, []
+                while depth < len(ladder) and len(group) >= _MIN_GROUP:
+                    size_k = ladder[depth]
+                    part, spend = [], ledger.total
+                    for m in group:
+                        c = ledger.cost(m, params[m], size_k)
+                        if spend + c > limit * (1 + 1e-12):
+                            break
+                        part.append(m)
+                        spend += c
+                    if len(part) < _MIN_GROUP:
                         break
-                    part.append(m)
-                    spend += cost[m]
-                if not part:
+                    train_rung(part, size_k)
+                    trained_any.append((size_k, part))
+                    group, depth = part, depth + 1
+                if not trained_any:
                     return HalvingResult(decision.leader, ledger, reference, rungs,
                                          decision.selection,
                                          "the next rung would exceed the FLOPs budget")
-                train_rung(part, nxt)
-                rungs[-1].trained = list(part)
+                rungs[-1].trained = list(trained_any[0][1])
                 chosen, selection = self._final(candidates, points, alive, target, task)
                 return HalvingResult(chosen, ledger, reference, rungs, selection,
-                                     f"FLOPs budget: {len(part)} of {len(alive)} survivors "
-                                     f"trained on {nxt:,}")
+                                     "FLOPs budget: " + ", ".join(
+                                         f"{len(p)} of {len(alive)} survivors on {n:,}"
+                                         for n, p in trained_any))
             return HalvingResult(decision.leader, ledger, reference, rungs,
                                  decision.selection, reason)
 
