@@ -8,8 +8,6 @@ import math
 import numpy as np
 import pytest
 
-from lensllm.core.adaptive import AdaptiveSearch, AdaptiveSettings, beat_bound, replay, sweep
-from lensllm.core.conformal import conformal_interval, conformal_models, conformal_quantile
 from lensllm.core.curves import Curve, CurveSet
 from lensllm.core.evaluation import relacc
 from lensllm.core.robustness import (
@@ -19,7 +17,9 @@ from lensllm.core.robustness import (
     robustness,
     summarise,
 )
+from lensllm.core.search import AdaptiveSearch, AdaptiveSettings, beat_bound, replay, sweep
 from lensllm.core.selectors import make_selector
+from lensllm.core.uncertainty import conformal_interval, conformal_models, conformal_quantile
 from lensllm.errors import InputError
 
 SIZES = 100 * 2 ** np.arange(12)

@@ -381,7 +381,7 @@ def adaptive_protocol(variants: Sequence[Variant], tokens_per_example: Mapping[s
                       budgets: Sequence[float] = FINE_BUDGETS, selector: str = "lensllm",
                       settings=None) -> list[AdaptiveRow]:
     """Replay the adaptive search at every budget on every case of ``variants``."""
-    from lensllm.core.adaptive import fixed_baselines, sweep
+    from lensllm.core.search import fixed_baselines, sweep
 
     rows = []
     for v in variants:

@@ -68,9 +68,11 @@ def calibration_table(cells: list) -> str:
         per_task = [float(np.mean([c.coverage for c in mine if c.task == t])) for t in tasks]
         rows.append(["mean", *per_task, float(np.mean([c.coverage for c in mine]))])
         level = 100 * mine[0].level
+        worst = min(mine, key=lambda c: c.coverage)
         blocks.append(text_table(["ratio", *tasks, "all"], rows,
                                  title=f"coverage of the {level:.0f} % interval (x100) -- "
-                                       f"{method}"))
+                                       f"{method}")
+                      + f"\nworst cell: {worst.task} {worst.ratio} {worst.coverage:.1f}")
     return "\n\n".join(blocks)
 
 
@@ -85,7 +87,8 @@ def adaptive_table(rows: list[dict[str, Any]], ats_rows: list[dict[str, Any]]) -
                      *[r["relacc"][t] for t in tasks], float(np.mean(list(
                          r["relacc"].values())))])
     for r in ats_rows:
-        body.append([f"ats at {r['ratio']}", *[100 * r["flops"]] * len(tasks), 100 * r["flops"],
+        body.append([r.get("label", f"ats at {r['ratio']}"), *[100 * r["flops"]] * len(tasks),
+                     100 * r["flops"],
                      *[r["relacc"][t] for t in tasks],
                      float(np.mean(list(r["relacc"].values())))])
     headers = ["search", *[f"FLOPs% {t}" for t in tasks], "FLOPs% mean",

@@ -405,7 +405,7 @@ def search_grid(ctx: RunContext, sizes: Sequence[int]) -> None:
 def search_adaptive(ctx: RunContext, sizes: Sequence[int], zero: dict[str, dict[str, Any]],
                     ntk: dict[str, dict[str, Any]], tokens: dict[str, float]
                     ) -> HalvingResult:
-    from lensllm.core.search import HalvingSettings, SuccessiveHalving
+    from lensllm.core.search import AdaptiveSearch, AdaptiveSettings
 
     stubs = [c for c in build_curves(ctx, zero, ntk, up_to=0)]
 
@@ -418,8 +418,8 @@ def search_adaptive(ctx: RunContext, sizes: Sequence[int], zero: dict[str, dict[
             out[name] = results[job.key]["test_loss"] if job.key in results else math.inf
         return out
 
-    settings = HalvingSettings(flops_fraction=ctx.config.flops_budget)
-    halving = SuccessiveHalving(ctx.config.method, settings)
+    settings = AdaptiveSettings(flops_fraction=ctx.config.flops_budget)
+    halving = AdaptiveSearch(ctx.config.method, settings)
     return halving.run(train, stubs, list(sizes), ctx.config.target, tokens,
                        task=ctx.task.name)
 
