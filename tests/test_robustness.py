@@ -204,3 +204,55 @@ def test_search_bad_inputs():
         replay(task, TARGET, 10, "ats", AdaptiveSettings(flops_fraction=1e-4))
     with pytest.raises(InputError, match="only ranks"):
         AdaptiveSearch("zeroshot")
+
+
+# ------------------------------------------------------------------ the command line
+
+
+def _invoke(*args):
+    from click.testing import CliRunner
+
+    from lensllm.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def _write(tmp_path, with_params=True):
+    task = power_task(n_models=6, noise=0.004, seed=2)
+    lines = ["model,n,loss" + (",params" if with_params else "")]
+    for c in task:
+        for n, loss in zip(c.sizes, c.losses, strict=True):
+            lines.append(f"{c.model},{n},{float(loss)!r}"
+                         + (f",{int(c.params)}" if with_params else ""))
+    path = tmp_path / "curves.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_cli_evaluate_adaptive(tmp_path):
+    path = _write(tmp_path)
+    out = _invoke("evaluate", str(path), "--target", str(TARGET), "--adaptive",
+                  "--tokens-per-example", "40", "--flops-budgets", "0.05,0.2", "-m", "ats")
+    assert out.exit_code == 0, out.output
+    assert "adaptive <= 5 %" in out.output and "ats at 1/8" in out.output
+    assert "lowest at 25,600" in out.output
+    out = _invoke("evaluate", str(path), "--target", str(TARGET), "--adaptive")
+    assert "--adaptive needs --tokens-per-example" in str(out.exception)
+    bare = _write(tmp_path, with_params=False)
+    out = _invoke("evaluate", str(bare), "--target", str(TARGET), "--adaptive",
+                  "--tokens-per-example", "40")
+    assert "needs every model's parameter count" in str(out.exception)
+
+
+def test_cli_evaluate_robustness(tmp_path):
+    path = _write(tmp_path)
+    out = _invoke("evaluate", str(path), "--target", str(TARGET), "--robustness",
+                  "-m", "subset-loss", "--format", "json")
+    assert out.exit_code == 0, out.output
+    import json
+
+    data = json.loads(out.output)
+    variants = {v["variant"] for v in data["variants"]}
+    assert {"in-sample", "noise 1 %", "noise 2 %"} <= variants
+    assert "10 models" not in variants  # six models: nothing to subsample
+    assert data["adaptive"] == []  # no --tokens-per-example: no FLOPs to count
