@@ -41,7 +41,7 @@ def coverage_table(method: str) -> dict[float, dict[tuple[str, int], float]]:
     predicted = predictor(requests)
     out: dict[float, dict[tuple[str, int], float]] = {}
     for gamma in GAMMAS:
-        models = conformal_models(predictor, requests, max(selector.min_points, 2), gamma)
+        models = conformal_models(predictor, requests, max(selector.required_sizes, 2), gamma)
         out[gamma] = {}
         for (task, budget, _), pred, model in zip(requests, predicted, models, strict=True):
             lo, hi = conformal_interval(pred, model, math.log2(TARGET / budget))

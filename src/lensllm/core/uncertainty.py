@@ -37,7 +37,7 @@ Predictor = Callable[[list[tuple[CurveSet, int, int]]], list[np.ndarray]]
 
 #: chosen by the rule in benchmarks/tune_intervals.py (smallest gamma whose 90 %
 #: intervals cover >= 75 % in every training cell)
-DEFAULT_GAMMA = 1.6
+DEFAULT_GAMMA = 1.65
 #: longest back-test horizon, in doublings
 MAX_STEPS = 4
 #: the quantile level of the relative errors that sets P(best)'s normal scale (fixed,

@@ -22,7 +22,7 @@ from lensllm.errors import InputError
 #: exponent of the back-tested error growth with the horizon (lensllm.core.uncertainty),
 #: a setting of every loss-predicting selector; benchmarks/tune_intervals.py holds the
 #: rule that chose the default
-INTERVAL_GAMMA = Setting("interval_gamma", number(at_least=0), 1.6,
+INTERVAL_GAMMA = Setting("interval_gamma", number(at_least=0), 1.65,
                          "growth exponent of the interval width with log2(target / budget)")
 
 
