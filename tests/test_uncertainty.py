@@ -1,4 +1,4 @@
-"""Back-tested intervals, P(best), the FLOPs ledger and successive halving."""
+"""Conformal intervals, P(best), the FLOPs ledger and the adaptive search."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Steps (each resumable -- finished jobs live in the run directory's store):
 
 1. resolve the candidates and the task (building the offline zoo when asked);
 2. zero-shot losses (size-0 jobs) and NTK probes, one job per candidate;
-3. the search: ``adaptive`` (successive halving over data size, the default) or
+3. the search: ``adaptive`` (the adaptive search over data size, the default) or
    ``grid`` (every candidate on every size up to the budget);
 4. curves from the store (with NTK spectra), the selection with intervals and P(best);
 5. with ``verify``: every candidate on the full grid and at the target size, and every
