@@ -194,10 +194,9 @@ def _robustness(curve_sets, target, methods, tokens, shares, fmt) -> None:
         RobustnessSettings,
         adaptive_protocol,
         build_variants,
-        format_adaptive,
-        format_report,
         robustness,
     )
+    from lensllm.report.bench import adaptive_sweep_table, robustness_table
 
     settings = RobustnessSettings()
     report = robustness(curve_sets, target, methods or ("ats", "lensllm"), settings)
@@ -210,12 +209,12 @@ def _robustness(curve_sets, target, methods, tokens, shares, fmt) -> None:
         _echo(json.dumps({**report.to_dict(), "adaptive": [r.to_dict() for r in rows]},
                          indent=1))
         return
-    _echo(format_report(report))
+    _echo(robustness_table(report))
     if rows:
         _echo("\nadaptive search (RelAcc mean over the variant's cases; AtS at the cheapest "
               "ratio using at least the FLOPs the search used; lowest@s: train everyone at "
               "the largest size s the budget allows, pick the lowest)")
-        _echo(format_adaptive(rows))
+        _echo(adaptive_sweep_table(rows))
 
 
 @app.command("evaluate")

@@ -13,6 +13,10 @@ worst cell against a reference method (AtS by default):
 * ``target T`` -- other targets where every model has a measured loss (default: the
   target / 2 and target / 4), budgets T/8 ... T/512 that are measured sizes.
 
+:func:`adaptive_protocol` replays the adaptive search (:mod:`lensllm.core.search`) on
+the variants over a fine sweep of FLOPs budgets, next to AtS given at least the FLOPs
+the search used and "train everyone at size s, pick the lowest".
+
 :func:`leave_one_task_out` scores a tuning rule honestly: each task's cells under the
 setting the rule picks on the other tasks.  Deterministic: the seeds fix every draw.
 """
@@ -28,6 +32,7 @@ import numpy as np
 from lensllm.core.benchmark import ratio_label
 from lensllm.core.curves import CurveSet
 from lensllm.core.evaluation import DEFAULT_RATIOS, pearcorr, relacc
+from lensllm.core.search import AdaptiveSettings, fixed_baselines, sweep
 from lensllm.core.selectors import Selector, make_selector
 from lensllm.errors import InputError
 
@@ -332,21 +337,6 @@ def leave_one_task_out(candidates: Mapping[str, str | Selector], variants: Seque
     return out
 
 
-def format_report(report: RobustnessReport) -> str:
-    """A plain-text table: one row per variant and method."""
-    lines = [f"{'variant':16s} {'method':22s} {'cells':>5s} {'PearCorr':>8s} "
-             f"{'RelAcc':>7s} | {'ref P':>6s} {'ref R':>6s} | worst vs {report.reference}: "
-             "PearCorr (cell), RelAcc (cell)"]
-    for s in report.summaries:
-        if s.method == report.reference:
-            continue
-        lines.append(
-            f"{s.variant:16s} {s.method:22s} {s.cells:5d} {s.pearcorr:8.1f} {s.relacc:7.1f} | "
-            f"{s.ref_pearcorr:6.1f} {s.ref_relacc:6.1f} | {s.worst_pearcorr:+6.1f} "
-            f"({s.worst_pearcorr_cell}), {s.worst_relacc:+6.1f} ({s.worst_relacc_cell})")
-    return "\n".join(lines)
-
-
 # ----------------------------------------------------------------------------------
 # the adaptive search over a fine budget sweep
 
@@ -379,10 +369,8 @@ class AdaptiveRow:
 
 def adaptive_protocol(variants: Sequence[Variant], tokens_per_example: Mapping[str, float],
                       budgets: Sequence[float] = FINE_BUDGETS, selector: str = "lensllm",
-                      settings=None) -> list[AdaptiveRow]:
+                      settings: AdaptiveSettings | None = None) -> list[AdaptiveRow]:
     """Replay the adaptive search at every budget on every case of ``variants``."""
-    from lensllm.core.search import fixed_baselines, sweep
-
     rows = []
     for v in variants:
         per_budget: list[list[tuple[str, float, float]]] = [[] for _ in budgets]
@@ -422,13 +410,3 @@ def adaptive_protocol(variants: Sequence[Variant], tokens_per_example: Mapping[s
                 float(np.mean([a["flops"] for a in ats_ok])) if ats_ok else math.nan,
                 _nanmean(lowest)))
     return rows
-
-
-def format_adaptive(rows: Sequence[AdaptiveRow]) -> str:
-    lines = [f"{'variant':12s} {'budget':>7s} {'used':>6s} {'RelAcc':>6s} {'worst task':>18s} | "
-             f"{'AtS >= FLOPs':>12s} {'(FLOPs)':>7s} {'lowest@s':>8s}"]
-    for r in rows:
-        lines.append(f"{r.variant:12s} {100 * r.budget:6.2f}% {100 * r.flops:5.2f}% "
-                     f"{r.relacc:6.1f} {r.worst_task:>11s} {r.worst_relacc:6.1f} | "
-                     f"{r.ats_relacc:12.1f} {100 * r.ats_flops:6.2f}% {r.lowest_relacc:8.1f}")
-    return "\n".join(lines)

@@ -184,19 +184,15 @@ class _Decision:
     leader: str
 
 
-@dataclass
 class AdaptiveSearch:
-    """The search; ``cache`` shares fits between runs on the same curves (sweeps)."""
-
-    selector: Selector
-    settings: AdaptiveSettings = field(default_factory=AdaptiveSettings)
-    cache: dict = field(default_factory=dict, repr=False)
+    """The search.  Its ``cache`` keeps every fit by the points it saw, so runs at
+    several budgets on the same curves (:func:`sweep`) share their common rungs."""
 
     def __init__(self, selector: str | Selector = "lensllm",
                  settings: AdaptiveSettings | None = None) -> None:
         self.selector = make_selector(selector)
         self.settings = settings or AdaptiveSettings()
-        self.cache = {}
+        self.cache: dict[tuple, Any] = {}
         check_adaptive_method(self.selector)
 
     # ------------------------------------------------------------------ fitting
@@ -368,11 +364,16 @@ def _lookup(curves: CurveSet) -> Callable[[list[str], int], dict[str, float]]:
 def replay(curves: CurveSet, target: int, tokens_per_example: float | dict[str, float],
            selector: str | Selector | AdaptiveSearch = "lensllm",
            settings: AdaptiveSettings | None = None) -> HalvingResult:
-    """Run the search on measured curves, reading each run's loss from the table."""
-    search = selector if isinstance(selector, AdaptiveSearch) else AdaptiveSearch(
-        selector, settings)
-    if settings is not None and isinstance(selector, AdaptiveSearch):
-        search.settings = settings
+    """Run the search on measured curves, reading each run's loss from the table.
+
+    ``selector`` may be a ready :class:`AdaptiveSearch` (its settings and cache are
+    used; ``settings`` must then be None)."""
+    if isinstance(selector, AdaptiveSearch):
+        if settings is not None:
+            raise InputError("replay: give the settings to the AdaptiveSearch itself")
+        search = selector
+    else:
+        search = AdaptiveSearch(selector, settings)
     ladder = sorted({int(n) for c in curves for n in c.sizes if n < target})
     return search.run(_lookup(curves), list(curves), ladder, target, tokens_per_example,
                       task=curves.task)
