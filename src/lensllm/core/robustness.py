@@ -8,8 +8,9 @@ worst cell against a reference method (AtS by default):
 * ``in-sample`` -- the curves as given (target, budgets target/8 ... target/512);
 * ``N models`` -- random subsets of N candidates per task (several seeds): the pooled
   fits see fewer curves;
-* ``noise P %`` -- every observed loss multiplied by ``exp(P/100 * ε)``, ε ~ N(0, 1)
-  (several seeds); the true loss at the target is left untouched;
+* ``noise P %`` -- every observed fine-tuning loss multiplied by ``exp(P/100 * ε)``,
+  ε ~ N(0, 1) (several seeds); the true loss at the target and the zero-shot loss are
+  left untouched;
 * ``target T`` -- other targets where every model has a measured loss (default: the
   target / 2 and target / 4), budgets T/8 ... T/512 that are measured sizes.
 
