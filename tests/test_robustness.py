@@ -256,3 +256,20 @@ def test_cli_evaluate_robustness(tmp_path):
     assert {"in-sample", "noise 1 %", "noise 2 %"} <= variants
     assert "10 models" not in variants  # six models: nothing to subsample
     assert data["adaptive"] == []  # no --tokens-per-example: no FLOPs to count
+
+
+@pytest.mark.slow
+def test_default_predictor_stays_near_ats_on_every_robustness_variant():
+    """The goals the evidence prior was chosen for (benchmarks/tune_evidence_prior.py):
+    on every variant, means within 0.1 of AtS or better and no cell more than 10 RelAcc
+    points below it."""
+    from lensllm.core.benchmark import TARGET as BENCH_TARGET
+    from lensllm.core.benchmark import TASKS, load_benchmark
+
+    report = robustness([load_benchmark(t) for t in TASKS], BENCH_TARGET, ["lensllm"])
+    for row in report.summaries:
+        if row.method != "lensllm":
+            continue
+        assert row.pearcorr >= row.ref_pearcorr, row.variant
+        assert row.relacc >= row.ref_relacc - 0.1, row.variant
+        assert row.worst_relacc >= -10.0, (row.variant, row.worst_relacc_cell)
