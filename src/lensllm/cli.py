@@ -36,6 +36,12 @@ plots_option = click.option("--plots", type=click.Path(path_type=Path), default=
                             help="Write metric plots (PNG) to this folder.")
 
 
+flops_budgets_option = click.option(
+    "--flops-budgets", default="fine", show_default=True,
+    help="With --adaptive/--robustness: FLOPs budgets as shares of full fine-tuning "
+         "(comma-separated), or 'fine' for the sweep 0.2 % ... 20 %.")
+
+
 def _echo(text: str) -> None:
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
@@ -83,12 +89,14 @@ def _print_evaluation(evaluation, fmt: str, plots: Path | None) -> None:
 @click.option("--calibration", is_flag=True,
               help="Instead: coverage of each predicting method's 90 % interval.")
 @click.option("--adaptive", is_flag=True,
-              help="Instead: replay the adaptive search (successive halving) per FLOPs "
-                   "budget, next to AtS at each fixed ratio.")
-@click.option("--flops-budgets", default="0.005,0.01,0.02,0.03,0.05", show_default=True,
-              help="With --adaptive: FLOPs budgets as shares of full fine-tuning.")
+              help="Instead: replay the adaptive search per FLOPs budget, next to AtS at "
+                   "each fixed ratio and 'train everyone at size s, pick the lowest'.")
+@click.option("--robustness", is_flag=True,
+              help="Instead: the robustness protocol (model subsets, noise, other "
+                   "targets; the adaptive search over a fine budget sweep).")
+@flops_budgets_option
 def bench(tasks: str, methods: str | None, fmt: str, plots: Path | None, calibration: bool,
-          adaptive: bool, flops_budgets: str) -> None:
+          adaptive: bool, robustness: bool, flops_budgets: str) -> None:
     """Replay the papers' protocol on the bundled benchmark (30 LLMs x 3 tasks)."""
     from lensllm.core.benchmark import BUDGETS, TARGET, load_benchmark
     from lensllm.core.selectors import DEFAULT_METHODS, split_methods
@@ -96,10 +104,15 @@ def bench(tasks: str, methods: str | None, fmt: str, plots: Path | None, calibra
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     if not names:
         raise InputError("--tasks: give at least one task")
-    if calibration and adaptive:
-        raise InputError("choose one of --calibration and --adaptive")
+    if calibration + adaptive + robustness > 1:
+        raise InputError("choose one of --calibration, --adaptive and --robustness")
     curve_sets = [load_benchmark(t) for t in names]
-    if calibration:
+    if robustness:
+        from lensllm.core.benchmark import TOKENS_PER_EXAMPLE
+
+        _robustness(curve_sets, TARGET, split_methods(methods) if methods else None,
+                    TOKENS_PER_EXAMPLE, _share_list(flops_budgets), fmt)
+    elif calibration:
         _bench_calibration(curve_sets, split_methods(methods) if methods else ["lensllm"],
                            BUDGETS, TARGET, fmt)
     elif adaptive:
@@ -115,6 +128,10 @@ def bench(tasks: str, methods: str | None, fmt: str, plots: Path | None, calibra
 
 
 def _share_list(text: str) -> list[float]:
+    if text.strip().lower() == "fine":
+        from lensllm.core.robustness import FINE_BUDGETS
+
+        return list(FINE_BUDGETS)
     out = []
     for part in text.split(","):
         try:
@@ -149,13 +166,17 @@ def _bench_calibration(curve_sets, methods, budgets, target, fmt: str) -> None:
         _echo(buf.getvalue())
 
 
-def _bench_adaptive(curve_sets, method, shares, budgets, target, fmt, plots) -> None:
+def _bench_adaptive(curve_sets, method, shares, budgets, target, fmt, plots,
+                    tokens=None) -> None:
     from lensllm.core.benchmark import TOKENS_PER_EXAMPLE
     from lensllm.core.search import adaptive_benchmark
     from lensllm.report.bench import adaptive_table
 
-    rows, fixed = adaptive_benchmark(curve_sets, target, TOKENS_PER_EXAMPLE, shares,
-                                     selector=method, fixed_budgets=budgets)
+    rows, fixed = adaptive_benchmark(curve_sets, target, tokens or TOKENS_PER_EXAMPLE,
+                                     shares, selector=method, fixed_budgets=budgets)
+    if not rows:
+        raise InputError("no FLOPs budget fits the warm-up (every candidate on the three "
+                         "smallest sizes); give larger --flops-budgets")
     if fmt == "json":
         _echo(json.dumps({"adaptive": rows, "fixed": fixed}, indent=1))
     else:
@@ -167,6 +188,35 @@ def _bench_adaptive(curve_sets, method, shares, budgets, target, fmt, plots) -> 
         sys.stderr.write(f"wrote {path}\n")
 
 
+def _robustness(curve_sets, target, methods, tokens, shares, fmt) -> None:
+    """The robustness protocol; the adaptive part when every task has its tokens."""
+    from lensllm.core.robustness import (
+        RobustnessSettings,
+        adaptive_protocol,
+        build_variants,
+        robustness,
+    )
+    from lensllm.report.bench import adaptive_sweep_table, robustness_table
+
+    settings = RobustnessSettings()
+    report = robustness(curve_sets, target, methods or ("ats", "lensllm"), settings)
+    rows = []
+    if tokens is not None:
+        variants = [v for v in build_variants(curve_sets, target, settings)
+                    if v.name in ("in-sample", "noise 2 %")]
+        rows = adaptive_protocol(variants, tokens, shares)
+    if fmt == "json":
+        _echo(json.dumps({**report.to_dict(), "adaptive": [r.to_dict() for r in rows]},
+                         indent=1))
+        return
+    _echo(robustness_table(report))
+    if rows:
+        _echo("\nadaptive search (RelAcc mean over the variant's cases; AtS at the cheapest "
+              "ratio using at least the FLOPs the search used; lowest@s: train everyone at "
+              "the largest size s the budget allows, pick the lowest)")
+        _echo(adaptive_sweep_table(rows))
+
+
 @app.command("evaluate")
 @click.argument("curves", type=click.Path(path_type=Path))
 @click.option("--target", type=int, required=True,
@@ -176,14 +226,55 @@ def _bench_adaptive(curve_sets, method, shares, budgets, target, fmt, plots) -> 
 @methods_option
 @format_option
 @plots_option
+@click.option("--robustness", is_flag=True,
+              help="Instead: the robustness protocol on this file (model subsets, noise, "
+                   "other targets the file measures; with --tokens-per-example also the "
+                   "adaptive search).")
+@click.option("--adaptive", is_flag=True,
+              help="Instead: replay the adaptive search on this file per FLOPs budget "
+                   "(needs every model's parameter count and --tokens-per-example).")
+@click.option("--tokens-per-example", type=float, default=None,
+              help="Average tokens per fine-tuning example, for the FLOPs of "
+                   "--adaptive / --robustness.")
+@flops_budgets_option
 def evaluate_cmd(curves: Path, target: int, budgets: str | None, methods: str | None,
-                 fmt: str, plots: Path | None) -> None:
+                 fmt: str, plots: Path | None, robustness: bool, adaptive: bool,
+                 tokens_per_example: float | None, flops_budgets: str) -> None:
     """Run the selection protocol on your own curves."""
     from lensllm.core.curves import load_curves
     from lensllm.core.evaluation import evaluate
     from lensllm.core.selectors import DEFAULT_METHODS, split_methods
 
     curve_set = load_curves(curves)
+    if robustness and adaptive:
+        raise InputError("choose one of --robustness and --adaptive")
+    if tokens_per_example is not None and not (
+            math.isfinite(tokens_per_example) and tokens_per_example > 0):
+        raise InputError("--tokens-per-example must be a number > 0")
+    if adaptive or (robustness and tokens_per_example is not None):
+        missing = [c.model for c in curve_set if c.params is None]
+        if missing:
+            raise InputError(
+                f"the adaptive search needs every model's parameter count ('params' "
+                f"column, 'size' in wide files); missing for {', '.join(missing[:3])}"
+                + (" ..." if len(missing) > 3 else ""))
+    tokens = ({curve_set.task: tokens_per_example} if tokens_per_example is not None
+              else None)
+    if robustness:
+        _robustness([curve_set], target, split_methods(methods) if methods else None,
+                    tokens, _share_list(flops_budgets), fmt)
+        return
+    if adaptive:
+        if tokens is None:
+            raise InputError("--adaptive needs --tokens-per-example (average tokens per "
+                             "fine-tuning example), to count FLOPs")
+        from lensllm.core.evaluation import default_budgets
+
+        _bench_adaptive([curve_set], split_methods(methods)[0] if methods else "lensllm",
+                        _share_list(flops_budgets),
+                        _int_list(budgets, "--budgets") or default_budgets(target), target,
+                        fmt, plots, tokens)
+        return
     method_list = split_methods(methods) if methods else list(DEFAULT_METHODS)
     evaluation = evaluate(curve_set, methods=method_list,
                           budgets=_int_list(budgets, "--budgets"), target=target)

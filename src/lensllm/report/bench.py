@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from lensllm.core.curves import CurveSet
 from lensllm.core.evaluation import Cell, Evaluation
+from lensllm.core.robustness import AdaptiveRow, RobustnessReport
 from lensllm.core.selectors import Selection
 from lensllm.core.selectors.lawfit import fit_points
 from lensllm.errors import InputError
@@ -68,9 +70,11 @@ def calibration_table(cells: list) -> str:
         per_task = [float(np.mean([c.coverage for c in mine if c.task == t])) for t in tasks]
         rows.append(["mean", *per_task, float(np.mean([c.coverage for c in mine]))])
         level = 100 * mine[0].level
+        worst = min(mine, key=lambda c: c.coverage)
         blocks.append(text_table(["ratio", *tasks, "all"], rows,
                                  title=f"coverage of the {level:.0f} % interval (x100) -- "
-                                       f"{method}"))
+                                       f"{method}")
+                      + f"\nworst cell: {worst.task} {worst.ratio} {worst.coverage:.1f}")
     return "\n\n".join(blocks)
 
 
@@ -85,7 +89,8 @@ def adaptive_table(rows: list[dict[str, Any]], ats_rows: list[dict[str, Any]]) -
                      *[r["relacc"][t] for t in tasks], float(np.mean(list(
                          r["relacc"].values())))])
     for r in ats_rows:
-        body.append([f"ats at {r['ratio']}", *[100 * r["flops"]] * len(tasks), 100 * r["flops"],
+        body.append([r.get("label", f"ats at {r['ratio']}"), *[100 * r["flops"]] * len(tasks),
+                     100 * r["flops"],
                      *[r["relacc"][t] for t in tasks],
                      float(np.mean(list(r["relacc"].values())))])
     headers = ["search", *[f"FLOPs% {t}" for t in tasks], "FLOPs% mean",
@@ -205,3 +210,30 @@ def fit_report(curves: CurveSet, model: str, law_name: str, budget: int | None,
 
 __all__ = ["evaluation_csv", "evaluation_tables", "fit_report", "plot_evaluation",
            "selection_json", "selection_table"]
+
+
+def robustness_table(report: RobustnessReport) -> str:
+    """The robustness protocol: one row per variant and method (the reference left out)."""
+    lines = [f"{'variant':16s} {'method':22s} {'cells':>5s} {'PearCorr':>8s} "
+             f"{'RelAcc':>7s} | {'ref P':>6s} {'ref R':>6s} | worst vs {report.reference}: "
+             "PearCorr (cell), RelAcc (cell)"]
+    others = any(s.method != report.reference for s in report.summaries)
+    for s in report.summaries:
+        if s.method == report.reference and others:
+            continue
+        lines.append(
+            f"{s.variant:16s} {s.method:22s} {s.cells:5d} {s.pearcorr:8.1f} {s.relacc:7.1f} | "
+            f"{s.ref_pearcorr:6.1f} {s.ref_relacc:6.1f} | {s.worst_pearcorr:+6.1f} "
+            f"({s.worst_pearcorr_cell}), {s.worst_relacc:+6.1f} ({s.worst_relacc_cell})")
+    return "\n".join(lines)
+
+
+def adaptive_sweep_table(rows: Sequence[AdaptiveRow]) -> str:
+    """The adaptive search per variant and FLOPs budget, next to the fixed baselines."""
+    lines = [f"{'variant':12s} {'budget':>7s} {'used':>6s} {'RelAcc':>6s} {'worst task':>18s} | "
+             f"{'AtS >= FLOPs':>12s} {'(FLOPs)':>7s} {'lowest@s':>8s}"]
+    for r in rows:
+        lines.append(f"{r.variant:12s} {100 * r.budget:6.2f}% {100 * r.flops:5.2f}% "
+                     f"{r.relacc:6.1f} {r.worst_task:>11s} {r.worst_relacc:6.1f} | "
+                     f"{r.ats_relacc:12.1f} {100 * r.ats_flops:6.2f}% {r.lowest_relacc:8.1f}")
+    return "\n".join(lines)

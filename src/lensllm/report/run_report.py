@@ -133,7 +133,7 @@ def write_report(outcome: RunOutcome) -> Path:
     if halving is not None:
         rows = [[r.size, len(r.survivors), r.leader, f"{r.leader_p_best:.2f}",
                  f"{100 * r.flops_fraction:.2f} %"] for r in halving.rungs]
-        add("Adaptive search (successive halving)",
+        add("Adaptive search",
             markdown_table(["largest size", "survivors", "leader", "leader P(best)",
                             "FLOPs share so far"], rows)
             + f"\n\nStopped: {halving.stop_reason}.")

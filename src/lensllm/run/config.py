@@ -52,7 +52,7 @@ TOP_KEYS = {
     "budget": "largest subset size to fine-tune on (integer)",
     "target": "full data size to predict the loss at (integer)",
     "method": "selection method (default lensllm)",
-    "search": "adaptive (successive halving, default) or grid",
+    "search": "adaptive (drops only candidates unlikely to be best; default) or grid",
     "flops_budget": "adaptive search: FLOPs share of fine-tuning every candidate at the "
                     "target (0-1)",
     "training": "fine-tuning settings (batch_size, max_length, max_epochs, ...)",

@@ -4,7 +4,7 @@ Steps (each resumable -- finished jobs live in the run directory's store):
 
 1. resolve the candidates and the task (building the offline zoo when asked);
 2. zero-shot losses (size-0 jobs) and NTK probes, one job per candidate;
-3. the search: ``adaptive`` (successive halving over data size, the default) or
+3. the search: ``adaptive`` (the adaptive search over data size, the default) or
    ``grid`` (every candidate on every size up to the budget);
 4. curves from the store (with NTK spectra), the selection with intervals and P(best);
 5. with ``verify``: every candidate on the full grid and at the target size, and every
@@ -401,7 +401,7 @@ def search_grid(ctx: RunContext, sizes: Sequence[int]) -> None:
 def search_adaptive(ctx: RunContext, sizes: Sequence[int], zero: dict[str, dict[str, Any]],
                     ntk: dict[str, dict[str, Any]], tokens: dict[str, float]
                     ) -> HalvingResult:
-    from lensllm.core.search import HalvingSettings, SuccessiveHalving
+    from lensllm.core.search import AdaptiveSearch, AdaptiveSettings
 
     stubs = [c for c in build_curves(ctx, zero, ntk, up_to=0)]
 
@@ -414,8 +414,8 @@ def search_adaptive(ctx: RunContext, sizes: Sequence[int], zero: dict[str, dict[
             out[name] = results[job.key]["test_loss"] if job.key in results else math.inf
         return out
 
-    settings = HalvingSettings(flops_fraction=ctx.config.flops_budget)
-    halving = SuccessiveHalving(ctx.config.method, settings)
+    settings = AdaptiveSettings(flops_fraction=ctx.config.flops_budget)
+    halving = AdaptiveSearch(ctx.config.method, settings)
     return halving.run(train, stubs, list(sizes), ctx.config.target, tokens,
                        task=ctx.task.name)
 

@@ -22,7 +22,7 @@ from lensllm.errors import InputError
 #: exponent of the back-tested error growth with the horizon (lensllm.core.uncertainty),
 #: a setting of every loss-predicting selector; benchmarks/tune_intervals.py holds the
 #: rule that chose the default
-INTERVAL_GAMMA = Setting("interval_gamma", number(at_least=0), 1.5,
+INTERVAL_GAMMA = Setting("interval_gamma", number(at_least=0), 1.65,
                          "growth exponent of the interval width with log2(target / budget)")
 
 
@@ -196,7 +196,12 @@ class Selector(ABC):
 
     def _add_uncertainty(self, requests: list[tuple[CurveSet, int, int]],
                          selections: list[Selection], level: float) -> None:
-        from lensllm.core.uncertainty import error_models, interval, probability_best
+        from lensllm.core.uncertainty import (
+            PBEST_LEVEL,
+            conformal_interval,
+            conformal_models,
+            probability_best,
+        )
 
         if not (0 < level < 1):
             raise InputError(f"interval level must be between 0 and 1, got {level}")
@@ -207,13 +212,14 @@ class Selector(ABC):
             return [s.predicted for s in self._select_many(pseudo)]
 
         gamma = self._values.get(INTERVAL_GAMMA.name, INTERVAL_GAMMA.default)
-        models = error_models(predictor, requests, max(self.required_sizes, 2), gamma)
+        models = conformal_models(predictor, requests, max(self.required_sizes, 2), gamma)
         for selection, model, (_, budget, target) in zip(selections, models, requests,
                                                          strict=True):
             horizon = math.log2(target / budget)
-            selection.lower, selection.upper = interval(selection.predicted,
-                                                        model.rmse_at(horizon), level)
-            selection.p_best = probability_best(selection.predicted, model.sd_rel_at(horizon))
+            selection.lower, selection.upper = conformal_interval(selection.predicted, model,
+                                                                  horizon, level)
+            selection.p_best = probability_best(selection.predicted,
+                                                model.sd_rel_at(horizon, PBEST_LEVEL))
             selection.details["error_model"] = model
             selection.details["level"] = level
 
