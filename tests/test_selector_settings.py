@@ -50,6 +50,8 @@ CASES: dict[str, dict[str, tuple]] = {
                             "be two numbers (lo,hi) with lo < hi, got (5,5)"),
         "beta_grid": ("30", 30, "4", "lensllm: beta_grid must be a whole number >= 5, got 4"),
         "knee_grid": ("30", 30, "4", "lensllm: knee_grid must be a whole number >= 5, got 4"),
+        "evidence_prior": ("3", 3.0, "-1", "lensllm: evidence_prior must be a number >= 0, "
+                           "got -1"),
         "interval_gamma": GAMMA,
     },
 }
