@@ -11,12 +11,13 @@ import contextlib
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import click
 
-from lensllm.errors import InputError, LensLLMError
+from lensllm.errors import InputError, LensLLMError, RankingWarning
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -66,8 +67,16 @@ def _int_list(text: str | None, what: str) -> list[int] | None:
     return out
 
 
+def _warn(lines) -> None:
+    """Things the user should know that are not the result: stderr, one line each."""
+    for line in lines:
+        sys.stderr.write(f"warning: {line}\n")
+
+
 def _print_evaluation(evaluation, fmt: str, plots: Path | None) -> None:
     from lensllm.report.bench import evaluation_csv, evaluation_tables, plot_evaluation
+
+    _warn(evaluation.warnings)
 
     if fmt == "json":
         _echo(json.dumps(evaluation.to_records(), indent=1))
@@ -222,7 +231,9 @@ def _robustness(curve_sets, target, methods, tokens, shares, fmt) -> None:
 @click.option("--target", type=int, required=True,
               help="Data size whose true loss every model has.")
 @click.option("--budgets", default=None,
-              help="Comma-separated budgets (default: target/8 ... target/512).")
+              help="Comma-separated budgets (default: target/8 ... target/512 when the "
+                   "file has them, else its own sizes up to target/2 that leave every "
+                   "model 3 sizes).")
 @methods_option
 @format_option
 @plots_option
@@ -242,7 +253,7 @@ def evaluate_cmd(curves: Path, target: int, budgets: str | None, methods: str | 
                  tokens_per_example: float | None, flops_budgets: str) -> None:
     """Run the selection protocol on your own curves."""
     from lensllm.core.curves import load_curves
-    from lensllm.core.evaluation import evaluate
+    from lensllm.core.evaluation import default_budgets, evaluate, usable_methods
     from lensllm.core.selectors import DEFAULT_METHODS, split_methods
 
     curve_set = load_curves(curves)
@@ -276,8 +287,16 @@ def evaluate_cmd(curves: Path, target: int, budgets: str | None, methods: str | 
                         fmt, plots, tokens)
         return
     method_list = split_methods(methods) if methods else list(DEFAULT_METHODS)
-    evaluation = evaluate(curve_set, methods=method_list,
-                          budgets=_int_list(budgets, "--budgets"), target=target)
+    budget_list = _int_list(budgets, "--budgets")
+    if methods is None:
+        # The default methods adapt to the file: one that needs a column the file lacks
+        # is left out with a note; a method the user names is never left out silently.
+        if budget_list is None:
+            budget_list = default_budgets(target, tasks=[curve_set])
+        method_list, notes = usable_methods([curve_set], method_list, budget_list)
+        for note in notes:
+            sys.stderr.write(f"note: {note}\n")
+    evaluation = evaluate(curve_set, methods=method_list, budgets=budget_list, target=target)
     _print_evaluation(evaluation, fmt, plots)
 
 
@@ -293,7 +312,10 @@ def select_cmd(curves: Path, budget: int, target: int, method: str, fmt: str) ->
     from lensllm.core.curves import load_curves
     from lensllm.report.bench import selection_json, selection_table
 
-    selection = select(load_curves(curves), method, budget=budget, target=target)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RankingWarning)  # printed below, once each
+        selection = select(load_curves(curves), method, budget=budget, target=target)
+    _warn(selection.warnings)
     if fmt == "json":
         _echo(json.dumps(selection_json(selection), indent=1))
     else:
@@ -322,6 +344,8 @@ def fit(curves: Path, model: str, law: str, budget: int | None, target: int | No
     from lensllm.report.bench import fit_report
 
     report = fit_report(load_curves(curves), model, law, budget, target, mode, plot)
+    if fmt == "json" and report["json"]["note"]:
+        sys.stderr.write(f"note: {report['json']['note']}\n")  # the text output shows it
     if fmt == "json":
         _echo(json.dumps(report["json"], indent=1))
     else:
@@ -378,9 +402,12 @@ def run_cmd(config: Path, verify: bool, flops_budget: float | None, search: str 
         _echo(json.dumps(summary_json(outcome, report), indent=1, default=str))
         return
     _echo(selection_table(outcome.selection))
+    from lensllm.report.ledger import decision_flops, reference, saved_text
+
     ledger = outcome.ledger
-    _echo(f"compute: {100 * ledger['fraction']:.2f} % of fine-tuning every candidate at the "
-          f"target ({ledger['saved_percent']:.1f} % saved); {ledger['runs']} runs")
+    _echo(f"compute: {100 * decision_flops(ledger) / reference(ledger)[0]:.1f} % of "
+          f"fine-tuning every candidate at the target ({saved_text(ledger)}); "
+          f"{ledger['runs']} runs")
     if outcome.failures:
         _echo(f"failed jobs: {len(outcome.failures)} (see the report)")
     if outcome.verify is not None:

@@ -544,11 +544,17 @@ def _sizes(value: Any, budget: int, file: str) -> list[int] | None:
         return None
     if not isinstance(value, list) or not value:
         raise InputError(f"{file}: sizes must be a list of whole numbers")
-    sizes = sorted({_int(s, f"{file}: sizes[]", 1) for s in value})
+    given = [_int(s, f"{file}: sizes[]", 1) for s in value]
+    sizes = sorted(set(given))
     if sizes[-1] > budget:
         raise InputError(f"{file}: sizes include {sizes[-1]}, above the budget ({budget})")
     if len(sizes) < 3:
-        raise InputError(f"{file}: give at least 3 sizes (a law needs 3 points)")
+        # name the repeats: [64, 8, 8] lists three sizes but only two different ones
+        repeated = sorted({n for n in given if given.count(n) > 1})
+        listed = ", ".join(str(n) for n in given)
+        why = (f" ({', '.join(map(str, repeated))} repeated)" if repeated else "")
+        raise InputError(f"{file}: sizes [{listed}] hold {len(sizes)} different size(s)"
+                         f"{why}; give at least 3 different sizes (a law needs 3 points)")
     return sizes
 
 
