@@ -218,3 +218,39 @@ def test_report_page_is_self_contained_without_a_browser(report):
     assert dom.ranking[1][1] == selection.chosen
     assert all(not v.strip().lower().startswith(EXTERNAL) for _, _, v in dom.attributes)
     assert len(page.read_bytes()) < 5_000_000
+
+
+@pytest.mark.slow
+def test_micro_run_report_renders_in_headless_chromium(micro, tmp_path):
+    """The report of a real ``lensllm run`` (the micro zoo, a grid search of 3
+    candidates) passes the same checks as the constructed one above."""
+    from micro_runs import run_cli, write_config
+
+    _browser()
+    run_dir = tmp_path / "run"
+    out = run_cli(write_config(tmp_path, micro), run_dir)
+    assert out.returncode == 0, out.stderr[-2000:]
+    check_rendered_report(run_dir / "report.html", tmp_path, 3,
+                          screenshot=tmp_path / "micro.png")
+
+
+@pytest.mark.slow
+def test_demo_run_report_renders_in_headless_chromium(tmp_path):
+    """``lensllm run examples/demo.yaml`` (builds the demo zoo into the checkout's
+    .cache once, minutes; then an adaptive search of 4 candidates)."""
+    import subprocess
+    import sys
+
+    from micro_runs import cli_env
+
+    _browser()
+    pytest.importorskip("torch")
+    root = Path(__file__).resolve().parents[1]
+    run_dir = tmp_path / "demo"
+    out = subprocess.run([sys.executable, "-m", "lensllm", "run",
+                          str(root / "examples" / "demo.yaml"), "--run-dir", str(run_dir),
+                          "--quiet"], capture_output=True, text=True, timeout=3600,
+                         env=cli_env())
+    assert out.returncode == 0, out.stderr[-2000:]
+    check_rendered_report(run_dir / "report.html", tmp_path, 4,
+                          screenshot=tmp_path / "demo.png")

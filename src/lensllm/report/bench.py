@@ -157,7 +157,7 @@ def selection_table(selection: Selection) -> str:
     title = (f"{selection.task}: {selection.method}, budget {selection.budget:,}, "
              f"target {selection.target:,}")
     return (text_table(headers, rows, digits=4, title=title)
-            + f"\n\nchosen: {selection.chosen}\n{decide(selection).text()}")
+            + f"\n\n{decide(selection).text()}\nchosen: {selection.chosen}")
 
 
 def fit_report(curves: CurveSet, model: str, law_name: str, budget: int | None,

@@ -226,9 +226,10 @@ def write_report(outcome: RunOutcome) -> Path:
     md_path.write_text("\n".join(md) + "\n")
 
     images = "".join(
-        f'<figure><img alt="{html.escape(c)}" src="data:image/png;base64,'
+        f'<figure{" class=wide" if k == 0 else ""}><img alt="{html.escape(c)}" '
+        'src="data:image/png;base64,'
         f'{base64.b64encode(p.read_bytes()).decode()}"><figcaption>{html.escape(c)}'
-        "</figcaption></figure>" for p, c in zip(plots, captions, strict=True))
+        "</figcaption></figure>" for k, (p, c) in enumerate(zip(plots, captions, strict=True)))
     body = "".join(f"<h2>{html.escape(t)}</h2>{h}" for t, _, h in sections)
     page = (
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -236,7 +237,7 @@ def write_report(outcome: RunOutcome) -> Path:
         "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
         "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;"
         "padding:.25em .6em;text-align:right}td.t,th{text-align:left}"
-        "figure{display:inline-block;margin:.5em}img{max-width:520px}pre{background:#f5f5f5;"
+        "figure{display:inline-block;margin:.5em}img{max-width:520px}.wide img{max-width:800px}pre{background:#f5f5f5;"
         "padding:1em;overflow:auto}</style></head><body>"
         f"<h1>lensllm run: {html.escape(config.name)}</h1>"
         f"<p id=\"summary\">{_inline_md(intro)}</p>{body}<h2>Curves</h2>{images}"
