@@ -201,7 +201,7 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     assert rows[0][1] == selection.chosen
     assert "P(best)" in header and "90 % low" in header
     assert header[-1] == "interval vs the leader's"
-    assert [r[-1] for r in rows][0] == "leader"
+    assert rows[0][-1] == "leader"
     assert {r[-1] for r in rows[1:]} <= {"overlaps", "apart"}
     assert "gpt2 @ 204800" in [r[0] for r in dom.tables["Failures"]]
     for model in MODELS:  # one residual cell per measured size within the budget

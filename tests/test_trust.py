@@ -4,6 +4,7 @@ unique plot names, labelled intervals and readable plots."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import warnings
@@ -131,8 +132,8 @@ def test_identical_curves_are_a_tie(tmp_path, capsys):
 def test_losses_rising_with_data_warn(tmp_path, capsys):
     laws = {**LAWS, "up": lambda n: 2.0 + 0.1 * math.log(n)}
     path = _wide(tmp_path / "up.csv", laws)
-    code, out, err = _cli(capsys, "select", str(path), "--budget", "800", "--target", "3200",
-                          "--method", "subset-loss")
+    code, _, err = _cli(capsys, "select", str(path), "--budget", "800", "--target", "3200",
+                        "--method", "subset-loss")
     assert code == 0
     assert err == ("warning: up: up: the loss rises with data (2.461 at 100 to 2.668 at "
                    "800); a scaling law assumes it falls, so check the curve file (a wrong "
@@ -294,4 +295,4 @@ def test_fit_plot_has_a_band_and_readable_y_labels(tmp_path, monkeypatch):
     labels = [t for t in labels if low <= t.get_position()[1] <= high]
     assert len(labels) >= 2
     boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.y0)
-    assert all(a.y1 <= b.y0 for a, b in zip(boxes, boxes[1:], strict=False))
+    assert all(a.y1 <= b.y0 for a, b in itertools.pairwise(boxes))
