@@ -15,8 +15,9 @@ from __future__ import annotations
 import warnings
 
 from lensllm.core.benchmark import load_benchmark
-from lensllm.core.curves import Curve, CurveSet, NTKSpectrum, load_curves
+from lensllm.core.curves import Curve, CurveSet, NTKSpectrum
 from lensllm.core.evaluation import Evaluation, evaluate
+from lensllm.core.formats import load_curves
 from lensllm.core.selectors import Selection, Selector, make_selector
 from lensllm.errors import InputError, LensLLMError, RankingWarning
 

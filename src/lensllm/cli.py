@@ -252,8 +252,8 @@ def evaluate_cmd(curves: Path, target: int, budgets: str | None, methods: str | 
                  fmt: str, plots: Path | None, robustness: bool, adaptive: bool,
                  tokens_per_example: float | None, flops_budgets: str) -> None:
     """Run the selection protocol on your own curves."""
-    from lensllm.core.curves import load_curves
     from lensllm.core.evaluation import default_budgets, evaluate, usable_methods
+    from lensllm.core.formats import load_curves
     from lensllm.core.selectors import DEFAULT_METHODS, split_methods
 
     curve_set = load_curves(curves)
@@ -309,7 +309,7 @@ def evaluate_cmd(curves: Path, target: int, budgets: str | None, methods: str | 
 def select_cmd(curves: Path, budget: int, target: int, method: str, fmt: str) -> None:
     """Rank the models of a curve file and name the one to fine-tune."""
     from lensllm import select
-    from lensllm.core.curves import load_curves
+    from lensllm.core.formats import load_curves
     from lensllm.report.bench import selection_json, selection_table
 
     with warnings.catch_warnings():
@@ -340,7 +340,7 @@ def select_cmd(curves: Path, budget: int, target: int, method: str, fmt: str) ->
 def fit(curves: Path, model: str, law: str, budget: int | None, target: int | None,
         mode: str, plot: Path | None, fmt: str) -> None:
     """Fit one law to one model's curve; print the parameters and the extrapolation."""
-    from lensllm.core.curves import load_curves
+    from lensllm.core.formats import load_curves
     from lensllm.report.bench import fit_report
 
     report = fit_report(load_curves(curves), model, law, budget, target, mode, plot)
