@@ -25,11 +25,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lensllm.core.search import HalvingSettings, training_flops
+
 if TYPE_CHECKING:
     from lensllm.core.selectors import Selection
 
-#: the P(best) that makes a winner clear (the adaptive search stops at the same level)
-CLEAR = 0.9
+#: the P(best) that makes a winner clear: the level at which the adaptive search stops
+CLEAR = HalvingSettings.p_stop
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,7 @@ def _cost(models: list[str], size: int, params: dict[str, float] | None,
           tokens: dict[str, float] | None, reference: float | None) -> str:
     if not params or not tokens or any(m not in params or m not in tokens for m in models):
         return ""
-    flops = sum(6.0 * params[m] * tokens[m] * size for m in models)
+    flops = sum(training_flops(params[m], size, tokens[m]) for m in models)
     share = f", {100 * flops / reference:.1f} % of fine-tuning every candidate at the " \
             "target" if reference else ""
     return f", about {flops:.2e} FLOPs{share}"
