@@ -141,10 +141,12 @@ def check_rendered_report(page: Path, tmp_path: Path, n_candidates: int,
     assert sum(float(ledger[k][1]) for k in parts) == pytest.approx(total, rel=2e-3)
     reference = float(ledger["reference: every candidate fine-tuned at the target"][1])
     saved = ledger["compute saved by the decision"][3]
-    if total < reference:
-        assert saved == f"{100 * (1 - total / reference):.1f} % saved"
-    else:
+    if total >= reference:
         assert saved.startswith("nothing saved")
+    elif "--verify" in ledger["reference: every candidate fine-tuned at the target"][3]:
+        assert saved == f"{100 * (1 - total / reference):.1f} % saved"
+    else:  # a range, up to the saving against the estimated reference
+        assert saved.split(" saved")[0].endswith(f"{100 * (1 - total / reference):.1f} %")
     diagnostics = dom.tables["Fit diagnostics"]
     assert "residuals (log) by size" in diagnostics[0]
 

@@ -194,7 +194,13 @@ def test_ledger_says_saved_only_when_saved():
     # like for like: the reference counted with the search's epochs per pass (5.2)
     assert float(rows["reference: every candidate fine-tuned at the target"][1]) == \
         pytest.approx(4e10 * 5.2, rel=1e-3)
-    assert saved_text(base) == f"{100 * (1 - total / 2.08e11):.1f} % saved"
+    # without --verify: a range from one epoch at the target to the estimate
+    assert saved_text(base) == (f"none to {100 * (1 - total / 2.08e11):.1f} % saved: the "
+                                "decision cost 131 % of one epoch at the target, less than "
+                                "the estimate; --verify measures it")
+    cheap = {**base, "actual_train_flops": 2e10}
+    assert saved_text(cheap) == (f"{100 * (1 - 2.03e10 / 4e10):.1f} % to "
+                                 f"{100 * (1 - 2.03e10 / 4e10 / 2):.1f} % saved")
     verified = {**base, "verify_train_flops": 9e10, "target_train_flops": 3.76e10}
     assert saved_text(verified) == ("nothing saved: the decision cost 139 % of fine-tuning "
                                     "every candidate at the target")
@@ -295,4 +301,27 @@ def test_fit_plot_has_a_band_and_readable_y_labels(tmp_path, monkeypatch):
     labels = [t for t in labels if low <= t.get_position()[1] <= high]
     assert len(labels) >= 2
     boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.y0)
+    assert all(a.y1 <= b.y0 for a, b in itertools.pairwise(boxes))
+
+
+@pytest.mark.parametrize("losses", [(2.1, 2.4, 2.9), (0.4, 3.0, 9.0)])
+def test_y_labels_are_plain_numbers_over_any_range(losses):
+    """Less than a decade and more: a few plain labels, none overlapping."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from lensllm.report.plots import _finish_log_axes, _pyplot
+
+    fig, ax = _pyplot().subplots(figsize=(6.4, 4.4), dpi=110)
+    ax.plot([10, 100, 1000], losses)
+    _finish_log_axes(ax, "t")
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    low, high = ax.get_ylim()
+    labels = [t for t in ax.yaxis.get_ticklabels(which="both")
+              if t.get_visible() and t.get_text() and low <= t.get_position()[1] <= high]
+    assert 2 <= len(labels) <= 9
+    assert all(t.get_text().replace(".", "").isdigit() for t in labels), \
+        [t.get_text() for t in labels]
+    boxes = sorted((t.get_window_extent(canvas.get_renderer()) for t in labels),
+                   key=lambda b: b.y0)
     assert all(a.y1 <= b.y0 for a, b in itertools.pairwise(boxes))

@@ -149,16 +149,21 @@ def _save(fig, path: str | Path) -> Path:
 
 
 def _plain_log_ticks(ax) -> None:
-    """Losses span less than a decade, where log-axis labels are either missing or, on
-    every minor tick, overlapping: label a handful of round values as plain numbers
-    (chosen for the final limits, so call this after everything is drawn)."""
+    """Losses often span less than a decade, where log-axis labels are either missing
+    or, on every minor tick, overlapping: label a handful of round values as plain
+    numbers (1, 2, 5 x powers of ten over a decade or more), chosen for the final
+    limits, so call this after everything is drawn."""
     from matplotlib.ticker import FixedLocator, MaxNLocator, NullFormatter, ScalarFormatter
 
     low, high = ax.get_ylim()
-    if low <= 0 or high / low > 10:
-        return  # a decade or more: matplotlib's own log labels do not crowd
-    ticks = [t for t in MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]).tick_values(low, high)
-             if low <= t <= high and t > 0]
+    if low <= 0:
+        return
+    if high / low > 10:  # a decade or more: 1, 2, 5 x powers of ten
+        decades = range(int(np.floor(np.log10(low))), int(np.ceil(np.log10(high))) + 1)
+        ticks = [m * 10.0**k for k in decades for m in (1, 2, 5) if low <= m * 10.0**k <= high]
+    else:
+        ticks = [t for t in MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]).tick_values(
+            low, high) if low <= t <= high and t > 0]
     ax.yaxis.set_major_locator(FixedLocator(ticks))
     formatter = ScalarFormatter()
     formatter.set_scientific(False)
