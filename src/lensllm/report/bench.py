@@ -244,7 +244,7 @@ def _fit_interval(method, curves: CurveSet, model: str, predict, budget: int, ta
     except InputError as exc:
         return None, (None, None), None, f"the other models cannot be back-tested ({exc})"
     error_model, level = selection.details.get("error_model"), selection.details.get("level")
-    if error_model is None or not math.isfinite(error_model.rmse_at(1.0)):
+    if error_model is None or not math.isfinite(error_model.half_width(1.0)):
         return None, (None, None), None, "too few sizes to back-test the law"
     band = extrapolation_band(predict, error_model, budget, level)
     low, high = band(np.array([float(target)]))

@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lensllm.core.search import HalvingSettings, training_flops
+from lensllm.core.search import AdaptiveSettings, training_flops
 
 if TYPE_CHECKING:
     from lensllm.core.selectors import Selection
 
 #: the P(best) that makes a winner clear: the level at which the adaptive search stops
-CLEAR = HalvingSettings.p_stop
+CLEAR = AdaptiveSettings.p_stop
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ def _settle(selection: Selection, contenders: list[str], params: dict[str, float
     """Fine-tune the contenders one size further: the horizon shrinks by a doubling, and
     the back-tested error model says how sure the order would then be if the
     predictions held."""
-    from lensllm.core.uncertainty import probability_best
+    from lensllm.core.uncertainty import PBEST_LEVEL, probability_best
 
     size = 2 * selection.budget
     cost = _cost(contenders, min(size, selection.target), params, tokens, reference)
@@ -159,7 +159,8 @@ def _settle(selection: Selection, contenders: list[str], params: dict[str, float
     if model is not None:
         horizon = math.log2(selection.target / size)
         index = [selection.models.index(m) for m in contenders]
-        p = probability_best(np.asarray(selection.predicted)[index], model.sd_rel_at(horizon))
+        p = probability_best(np.asarray(selection.predicted)[index],
+                             model.sd_rel_at(horizon, PBEST_LEVEL))
         if np.isfinite(p).all():
             text += (f"; if the predictions held, {contenders[0]}'s P(best) among them would "
                      f"be {float(p[0]):.2f}")

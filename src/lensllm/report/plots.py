@@ -26,15 +26,15 @@ def extrapolation_band(predict: Callable, error_model, budget: int, level: float
     """Sizes -> (lower, upper): the back-tested ``level`` interval around ``predict``,
     as wide as the error expected that many doublings beyond the budget (zero at the
     budget, where nothing is extrapolated)."""
-    from lensllm.core.uncertainty import interval
+    from lensllm.core.uncertainty import conformal_interval
 
     def band(sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         sizes = np.asarray(sizes, dtype=float)
         centre = np.asarray(predict(sizes), dtype=float)
         lo, hi = np.empty_like(centre), np.empty_like(centre)
         for k, n in enumerate(sizes):
-            horizon = max(np.log2(n / budget), 0.0)
-            low, high = interval(centre[k:k + 1], error_model.rmse_at(horizon), level)
+            horizon = max(float(np.log2(n / budget)), 0.0)
+            low, high = conformal_interval(centre[k:k + 1], error_model, horizon, level)
             lo[k], hi[k] = low[0], high[0]
         return lo, hi
 

@@ -112,7 +112,7 @@ def _bands(selection: Selection) -> list[Any]:
     from lensllm.report.plots import extrapolation_band
 
     predict, model = selection.details.get("predict"), selection.details.get("error_model")
-    if predict is None or model is None or not math.isfinite(model.rmse_at(1.0)):
+    if predict is None or model is None or not math.isfinite(model.half_width(1.0)):
         return [None] * len(selection.models)
     level = selection.details.get("level", 0.9)
     return [extrapolation_band(lambda n, i=i: predict(i, n), model, selection.budget, level)
