@@ -164,5 +164,5 @@ def test_fit_lensllm_law_without_ntk_is_the_rectified_law(capsys, tmp_path):
     path.write_text(lensllm.load_benchmark("flan").to_wide_csv())
     text = run_cli(capsys, "fit", str(path), "--model", "gpt2", "--law", "lensllm",
                    "--budget", "51200")
-    assert "rectified law on 10 points (sizes <= 51,200)" in text
+    assert "rectified law (asked for lensllm) on 10 points (sizes <= 51,200)" in text
     assert "note: no NTK data for this model" in text
