@@ -70,6 +70,16 @@ def test_evaluate_defaults_adapt_to_a_file_without_sizes_column(tmp_path, capsys
                                             "rectified", "ats", "lensllm"}
 
 
+def test_given_budgets_still_skip_default_methods_the_file_cannot_serve(tmp_path, capsys):
+    path = _wide(tmp_path / "mine.csv", LAWS)
+    code, out, err = _cli(capsys, "evaluate", str(path), "--target", "3200", "--budgets",
+                          "800,400", "--format", "json")
+    assert code == 0, err
+    assert err == ("note: skipped model-size: 'a' has no parameter count (column 'size' in "
+                   "wide files, 'params' in long files)\n")
+    assert sorted({c["budget"] for c in json.loads(out)}) == [400, 800]
+
+
 def test_a_method_the_user_names_is_never_skipped(tmp_path, capsys):
     path = _wide(tmp_path / "mine.csv", LAWS)
     code, out, err = _cli(capsys, "evaluate", str(path), "--target", "3200", "--methods",
