@@ -398,6 +398,7 @@ def run_cmd(config: Path, verify: bool, flops_budget: float | None, search: str 
             RunLock(cfg.run_dir, wait=wait, notify=progress.message):
         outcome = run(cfg, verify=verify, progress=progress, force=force, locked=True)
         report = write_report(outcome)
+    _warn(outcome.selection.warnings)  # the report lists them too
     if fmt == "json":
         _echo(json.dumps(summary_json(outcome, report), indent=1, default=str))
         return
