@@ -51,6 +51,29 @@ def test_probability_best_matches_monte_carlo():
     assert p.sum() == pytest.approx(1.0)
 
 
+def test_probability_best_in_blocks_equals_one_pass(monkeypatch):
+    # blocks keep memory linear in the number of candidates; the answer must not move
+    from lensllm.core import uncertainty
+
+    rng = np.random.default_rng(3)
+    predicted = np.exp(rng.normal(0.0, 0.1, 257))
+    whole = probability_best(predicted, 0.05)
+    monkeypatch.setattr(uncertainty, "_PBEST_CHUNK", 10)
+    np.testing.assert_allclose(probability_best(predicted, 0.05), whole, rtol=0, atol=1e-12)
+
+
+def test_a_method_with_a_candidate_limit_says_so_at_once():
+    sizes = [200, 400, 800, 1600]
+    curves = CurveSet([Curve(f"m{i}", sizes, [3.0 + i / 1e4, 2.8, 2.7, 2.65], zero_shot=4.0)
+                       for i in range(2001)], task="many")
+    with pytest.raises(InputError) as info:
+        lensllm.select(curves, method="lensllm", budget=1600, target=25600)
+    assert str(info.value) == (
+        "many: 2,001 candidates; the lensllm method ranks at most 2,000 at once (its time "
+        "and memory grow faster than the count); rank a subset (e.g. one family) or use ats")
+    assert lensllm.select(curves, method="ats", budget=1600, target=25600).chosen
+
+
 def test_probability_best_edge_cases():
     np.testing.assert_allclose(probability_best(np.array([1.0, 2.0]), math.nan), [0.5, 0.5])
     np.testing.assert_allclose(probability_best(np.array([1.0, 2.0]), 0.0), [1.0, 0.0])

@@ -157,6 +157,10 @@ def conformal_interval(predicted: np.ndarray, model: ConformalErrorModel, horizo
     return predicted / spread, predicted * spread
 
 
+#: candidates per block of the P(best) integral (a block holds block x grid values)
+_PBEST_CHUNK = 2048
+
+
 def probability_best(predicted: np.ndarray, log_sd: float, grid: int = 801) -> np.ndarray:
     """P(each candidate has the lowest true loss) for independent normal log errors.
 
@@ -173,10 +177,18 @@ def probability_best(predicted: np.ndarray, log_sd: float, grid: int = 801) -> n
         best = mu == mu.min()
         return best / best.sum()
     x = np.linspace(mu.min() - 8 * log_sd, mu.max() + 8 * log_sd, grid)
-    z = (x[None, :] - mu[:, None]) / log_sd
-    pdf = np.exp(-0.5 * z * z) / (log_sd * math.sqrt(2 * math.pi))
-    log_surv = np.log(np.clip(1.0 - ndtr(z), 1e-300, None))
-    others = log_surv.sum(0, keepdims=True) - log_surv
-    integrand = pdf * np.exp(others)
-    p = np.trapezoid(integrand, x, axis=1)
+
+    def log_survival(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        z = (x[None, :] - rows[:, None]) / log_sd
+        return z, np.log(np.clip(1.0 - ndtr(z), 1e-300, None))
+
+    # In blocks of candidates, so that memory grows with n, not with n x grid at once.
+    chunks = [mu[i:i + _PBEST_CHUNK] for i in range(0, n, _PBEST_CHUNK)]
+    total = sum(log_survival(rows)[1].sum(0) for rows in chunks)
+    parts = []
+    for rows in chunks:
+        z, log_surv = log_survival(rows)
+        pdf = np.exp(-0.5 * z * z) / (log_sd * math.sqrt(2 * math.pi))
+        parts.append(np.trapezoid(pdf * np.exp(total[None, :] - log_surv), x, axis=1))
+    p = np.concatenate(parts)
     return p / p.sum()

@@ -126,6 +126,9 @@ class Selector(ABC):
     needs_params: ClassVar[bool] = False
     #: fewest measured sizes (> 0, <= budget) each curve must have
     required_sizes: ClassVar[int] = 0
+    #: most candidates one ranking may hold (None: no limit); a method whose time and
+    #: memory grow faster than the count states its limit instead of running for hours
+    max_candidates: ClassVar[int | None] = None
     higher_is_better: ClassVar[bool] = False
     #: whether the score is a predicted loss at the target (False: a ranking score only)
     predicts_loss: ClassVar[bool] = True
@@ -202,6 +205,7 @@ class Selector(ABC):
         visible = []
         for curves, budget, target in requests:
             check_budget(budget, target)
+            self._check_count(curves)
             seen = curves.within(budget)
             for curve in seen:
                 self._check_curve(curve, budget, curves.task)
@@ -246,6 +250,14 @@ class Selector(ABC):
 
     def _select_many(self, requests: list[tuple[CurveSet, int, int]]) -> list[Selection]:
         return [self._select(*request) for request in requests]
+
+    def _check_count(self, curves: CurveSet) -> None:
+        if self.max_candidates is not None and len(curves) > self.max_candidates:
+            raise InputError(
+                f"{curves.task}: {len(curves):,} candidates; the {self.name} method ranks at "
+                f"most {self.max_candidates:,} at once (its time and memory grow faster than "
+                "the count); rank a subset (e.g. one family) or use ats"
+            )
 
     def _check_curve(self, curve: Curve, budget: int, task: str) -> None:
         if self.needs_zero_shot and curve.zero_shot is None:

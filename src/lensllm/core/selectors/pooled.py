@@ -510,6 +510,7 @@ class PooledLensLLM(Selector):
     #: fewest sizes to select at all (the setting ``min_points`` is the fewest for the
     #: transition sub-model)
     required_sizes = 3
+    max_candidates = 2000
     settings = (*declared_in(PooledSettings), INTERVAL_GAMMA)
 
     @property
