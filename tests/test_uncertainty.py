@@ -71,7 +71,10 @@ def test_a_method_with_a_candidate_limit_says_so_at_once():
     assert str(info.value) == (
         "many: 2,001 candidates; the lensllm method ranks at most 2,000 at once (its time "
         "and memory grow faster than the count); rank a subset (e.g. one family) or use ats")
-    assert lensllm.select(curves, method="ats", budget=1600, target=25600).chosen
+    assert lensllm.make_selector("ats").max_candidates is None
+    # a long tie is named by its first candidates, not by all of them
+    with pytest.warns(lensllm.RankingWarning, match=r"m0, m1, m2, m3, m4 and 1,996 more tie"):
+        lensllm.select(curves, method="subset-loss", budget=1600, target=25600)
 
 
 def test_probability_best_edge_cases():

@@ -326,7 +326,8 @@ def degenerate_warnings(curves: CurveSet, selection: Selection) -> list[str]:
                    "nothing to choose between, so its P(best) of 1 says nothing")
     tied = selection.tied
     if len(tied) > 1:
-        out.append(f"{selection.task}: {', '.join(tied)} tie on the {selection.method} score "
+        shown = ", ".join(tied[:5]) + (f" and {len(tied) - 5:,} more" if len(tied) > 5 else "")
+        out.append(f"{selection.task}: {shown} tie on the {selection.method} score "
                    f"({float(selection.scores[selection.models.index(tied[0])]):.6g}): the "
                    f"pick of {selection.chosen} among them is arbitrary (input order)")
     for model, n0, l0, n1, l1 in rising_curves(curves):
