@@ -189,5 +189,5 @@ def test_bad_inputs(kwargs, message):
 
 
 def test_no_examples():
-    with pytest.raises(InputError, match="^hessian: need a non-empty list of probe examples$"):
+    with pytest.raises(InputError, match=r"^hessian: need a non-empty list of probe examples$"):
         measure_hessian(TinyNet(), [], loss_fn=_loss)

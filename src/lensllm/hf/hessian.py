@@ -269,7 +269,7 @@ def _deltas(named: Sequence[tuple[str, nn.Parameter]],
         if tuple(ref.shape) != tuple(p.shape):
             raise InputError(f"hessian: reference for {name!r} has shape {tuple(ref.shape)}, "
                              f"the parameter {tuple(p.shape)}")
-        out.append((p.detach() - ref.detach().to(p.device, p.dtype)))
+        out.append(p.detach() - ref.detach().to(p.device, p.dtype))
     return out
 
 

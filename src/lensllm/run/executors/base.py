@@ -19,7 +19,7 @@ class Job:
     """One unit of work.  ``spec`` holds everything the worker needs (plain data)."""
 
     key: str
-    kind: str  # "finetune" | "ntk" | "nlpmetrics"
+    kind: str  # "finetune" | "ntk" | "hessian" | "nlpmetrics"
     candidate: str
     size: int | None
     seed: int
@@ -30,6 +30,8 @@ class Job:
     def label(self) -> str:
         if self.kind == "ntk":
             return f"NTK probe of {self.candidate}"
+        if self.kind == "hessian":
+            return f"Hessian traces of {self.candidate}"
         return f"{self.candidate} @ {self.size}"
 
 
