@@ -104,8 +104,8 @@ BAD = [
     (config(hessian={"samples": 1}), "c.yaml: hessian.samples must be >= 2, got 1"),
     (config(hessian={"probes": 4}), "c.yaml: hessian: unknown key 'probes'; known keys: "
      "enabled, probe_size, samples"),
-    (config(zoo={"size": "huge"}), "c.yaml: zoo.size must be micro, demo or small, got "
-     "'huge'"),
+    (config(zoo={"size": "huge"}), "c.yaml: zoo.size must be micro, demo, small, hub or "
+     "hub-pilot, got 'huge'"),
     (config(training=[1]), "c.yaml: training must be a mapping of settings"),
     (config(task={"path": "t", "text_field": 3}), "c.yaml: task.text_field must be a string, "
      "got 3"),

@@ -294,18 +294,26 @@ def zoo() -> None:
 
 
 @zoo.command("build")
-@click.option("--size", type=click.Choice(["micro", "demo", "small"]), default="demo",
-              show_default=True)
+@click.option("--size", type=click.Choice(["micro", "demo", "small", "hub", "hub-pilot"]),
+              default="demo", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--cache-dir", type=click.Path(path_type=Path),
               default=Path("~/.cache/lensllm"), show_default=True)
 def zoo_build(size: str, seed: int, cache_dir: Path) -> None:
-    """Train the tokenizer and pretrain the zoo's candidates (cached, deterministic)."""
+    """Train the tokenizer and pretrain the zoo's candidates (cached, deterministic).
+
+    The hub sizes fetch their Debian corpora into the cache (apt-get download) and
+    write the hub's four downstream tasks."""
     from lensllm.zoo.build import build_task, build_zoo
+    from lensllm.zoo.hub import HUB_TASKS, build_hub_task
 
     manifest = build_zoo(cache_dir.expanduser(), size, seed,
                          progress=lambda m: sys.stderr.write(m + "\n"))
-    task = build_task(cache_dir.expanduser(), seed=seed)
+    if size.startswith("hub"):
+        task = ", ".join(str(build_hub_task(cache_dir.expanduser(), name, seed=seed))
+                         for name in HUB_TASKS)
+    else:
+        task = build_task(cache_dir.expanduser(), seed=seed)
     rows = [[r.name, f"{r.params:,}", r.pretrain_steps, f"{r.heldout_pretrain_loss:.3f}",
              str(r.path)] for r in manifest.candidates]
     from lensllm.report.tables import text_table

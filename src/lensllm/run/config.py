@@ -43,7 +43,7 @@ TOP_KEYS = {
     "run_dir": "folder of the run's results (default: runs/<name> beside the config)",
     "cache_dir": "folder for the zoo, tokenised data and converted checkpoints",
     "seed": "integer >= 0",
-    "zoo": "mapping {size: micro|demo|small, seed}",
+    "zoo": "mapping {size: micro|demo|small|hub|hub-pilot, seed}",
     "task": "mapping {path, kind, text_field, input_field, target_field, test_size, "
             "val_size, n0}",
     "candidates": "'zoo', {from: zoo, learning_rate, method, lora}, or a list of candidate "
@@ -192,7 +192,8 @@ def _checked(value: Any, where: str, rules: Mapping[str, Rule]) -> dict[str, Any
 
 # ------------------------------------------------------------------------ sections
 
-ZOO_RULES: dict[str, Rule] = {"size": _choice("micro", "demo", "small"), "seed": _whole(0)}
+ZOO_RULES: dict[str, Rule] = {"size": _choice("micro", "demo", "small", "hub", "hub-pilot"),
+                              "seed": _whole(0)}
 TASK_RULES: dict[str, Rule] = {
     "path": _text,  # replaced in TaskSettings.from_mapping (needs the config's folder)
     "kind": _optional(_choice("text", "pairs")),
