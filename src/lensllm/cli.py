@@ -323,6 +323,58 @@ def zoo_build(size: str, seed: int, cache_dir: Path) -> None:
     _echo(f"task: {task}")
 
 
+@app.group()
+def suite() -> None:
+    """Suites of measured fine-tuning curves, built by lensllm's own pipeline."""
+
+
+@suite.command("build")
+@click.option("--size", type=click.Choice(["hub", "hub-pilot"]), default="hub",
+              show_default=True, help="Zoo size whose candidates are measured.")
+@click.option("--tasks", default=None, help="Comma-separated hub tasks (default: all).")
+@click.option("--candidates", default=None, help="Comma-separated candidates (default: all).")
+@click.option("--n0", type=int, default=32, show_default=True)
+@click.option("--budget", type=int, default=2048, show_default=True,
+              help="Largest grid size; the target is fine-tuned by the verification.")
+@click.option("--target", type=int, default=4096, show_default=True)
+@click.option("--max-steps", type=int, default=400, show_default=True)
+@click.option("--max-epochs", type=int, default=3, show_default=True)
+@click.option("--max-length", type=int, default=64, show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True,
+              help="Jobs at once (one thread each).")
+@click.option("--hessian/--no-hessian", default=False, show_default=True,
+              help="Also measure Hessian traces and distances (probe 16, 8 samples).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--cache-dir", type=click.Path(path_type=Path),
+              default=Path("~/.cache/lensllm"), show_default=True)
+@click.option("--suite-dir", type=click.Path(path_type=Path), default=Path("suite-runs"),
+              show_default=True, help="Run directories (the resumable stores).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Export folder (default: the package's data/suites/zoo).")
+def suite_build(size: str, tasks: str | None, candidates: str | None, n0: int, budget: int,
+                target: int, max_steps: int, max_epochs: int, max_length: int, workers: int,
+                hessian: bool, seed: int, cache_dir: Path, suite_dir: Path,
+                out: Path | None) -> None:
+    """Build (or resume) the zoo suite: curves with NTK spectra per (candidate, task)."""
+    from lensllm.run.suite import DEFAULT_TRAINING, SuiteSettings, build_suite
+
+    def split(text: str | None) -> tuple[str, ...]:
+        return tuple(part.strip() for part in (text or "").split(",") if part.strip())
+
+    training = {**DEFAULT_TRAINING, "max_steps": max_steps, "max_epochs": max_epochs,
+                "max_length": max_length}
+    settings = SuiteSettings(
+        cache_dir=cache_dir.expanduser(), suite_dir=suite_dir.resolve(),
+        out_dir=(out or Path(__file__).parent / "data" / "suites" / "zoo").resolve(),
+        size=size, seed=seed, tasks=split(tasks), candidates=split(candidates), n0=n0,
+        budget=budget, target=target, workers=workers, training=training,
+        hessian={"enabled": hessian, "probe_size": 16, "samples": 8})
+    summary = build_suite(settings, progress=lambda m: sys.stderr.write(m + "\n"))
+    for task, info in summary["tasks"].items():
+        _echo(f"{task}: {info['seconds']:.0f} s, {info['failures']} failure(s)")
+    _echo(f"suite written to {settings.out_dir}")
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Entry point: run the app, turning every expected failure into one line + exit 2."""
     try:
