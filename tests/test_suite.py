@@ -12,6 +12,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("rdata")
 
 from hub_fixtures import write_all  # noqa: E402
+from lensllm.core.curves import load_curves  # noqa: E402
 from lensllm.errors import InputError  # noqa: E402
 from lensllm.run.store import Store  # noqa: E402
 from lensllm.run.suite import SuiteSettings, build_suite  # noqa: E402
@@ -47,20 +48,23 @@ def test_suite_build_exports_and_resumes(tmp_path: Path, monkeypatch) -> None:
     settings = _settings(tmp_path)
     summary = build_suite(settings)
     assert set(summary["tasks"]) == {"foldoc", "wordnet-gloss"}
-    assert summary["budgets"] == [4]  # target/8; smaller ratios fall under n0
+    assert summary["budgets"] == []  # target/8 = 4 has one size, n0, at or under it
     for task in ("foldoc", "wordnet-gloss"):
         data = json.loads((settings.out_dir / f"{task}.json").read_text("utf-8"))
-        assert data["kind"] == ("text" if task == "foldoc" else "pairs")
-        assert len(data["curves"]) == 2
+        details = json.loads((settings.out_dir / f"{task}.runs.json").read_text("utf-8"))
+        assert details["kind"] == ("text" if task == "foldoc" else "pairs")
+        assert len(data["curves"]) == 2 and data["task"] == task
+        assert len(load_curves(settings.out_dir / f"{task}.json")) == 2
         for curve in data["curves"]:
             assert [n for n, _ in curve["points"]] == [4, 8, 16, 32]
             assert curve["ntk"]["eigenvalues"] and curve["zero_shot"] > 0
-            runs = data["runs"][curve["model"]]
+            runs = details["runs"][curve["model"]]
             assert set(runs) == {"0", "4", "8", "16", "32"}
             assert runs["32"]["train_flops"] > 0 and "distance" in runs["32"]["hessian"]
-        assert set(data["hessian_pretrained"]) == {c["model"] for c in data["curves"]}
+        assert set(details["hessian_pretrained"]) == {c["model"] for c in data["curves"]}
         header = (settings.out_dir / f"{task}.csv").read_text("utf-8").splitlines()[0]
         assert "32" in header
+    assert "dict-foldoc" in (settings.out_dir / "NOTICE").read_text("utf-8")
     # Resuming submits nothing: every job is in the stores.
     build_suite(settings)
     for task in ("foldoc", "wordnet-gloss"):

