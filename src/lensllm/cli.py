@@ -350,7 +350,7 @@ def suite() -> None:
 @click.option("--budget", type=int, default=2048, show_default=True,
               help="Largest grid size; the target is fine-tuned by the verification.")
 @click.option("--target", type=int, default=4096, show_default=True)
-@click.option("--max-steps", type=int, default=400, show_default=True)
+@click.option("--max-steps", type=int, default=256, show_default=True)
 @click.option("--max-epochs", type=int, default=3, show_default=True)
 @click.option("--max-length", type=int, default=64, show_default=True)
 @click.option("--workers", type=int, default=2, show_default=True,

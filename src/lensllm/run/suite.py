@@ -39,7 +39,7 @@ from lensllm.zoo.recipes import ZooRecipe
 SUITE_FORMAT_VERSION = 1
 #: training settings of the suite's fine-tuning runs (see the README's pilot for why)
 DEFAULT_TRAINING: dict[str, Any] = {"batch_size": 8, "max_length": 64, "max_epochs": 3,
-                                    "max_steps": 400, "patience": 3, "num_threads": 1}
+                                    "max_steps": 256, "patience": 3, "num_threads": 1}
 
 
 # Written beside the exported curves: they are measurements of models pretrained and
