@@ -95,3 +95,14 @@ def test_zoo_suite_not_built_yet_says_how(monkeypatch, tmp_path: Path) -> None:
         load_suite("zoo")
     assert str(caught.value) == ("the zoo suite is not in this lensllm (no data/suites/zoo/"
                                  "suite.json); build it with `lensllm suite build`")
+
+
+def test_suite_build_cli_rejects_an_unknown_task_before_building(tmp_path: Path,
+                                                                  capsys) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["suite", "build", "--tasks", "bible", "--cache-dir", str(tmp_path / "c"),
+              "--suite-dir", str(tmp_path / "r"), "--out", str(tmp_path / "o")])
+    assert caught.value.code == 2
+    assert capsys.readouterr().err == ("error: unknown suite task 'bible'; choose from "
+                                       "python-docs, foldoc, foldoc-terms, wordnet-gloss\n")
+    assert not (tmp_path / "c").exists()  # nothing was built
