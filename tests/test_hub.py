@@ -109,6 +109,8 @@ def test_cut_keeps_every_kth_document() -> None:
     assert hub.cut(documents, 50) == documents[::2]
     assert hub.cut(documents, 40) == documents[::3]  # 4 documents, 40 characters
     assert hub.cut(documents, 39) == documents[::4]
+    assert hub.cut(documents, 9) == ["000000000"]  # one document is already too long
+    assert hub.cut([], 9) == []
     assert hub.mixture_documents(["a", "b"], {"a": ["a1", "a2", "a3"], "b": ["b1"]}) == [
         "a1", "b1", "a2", "a3"]
 
@@ -150,3 +152,24 @@ def test_nano_hub_zoo_on_mixtures(cache) -> None:
     assert all(r.reused for r in again.candidates)
     assert [r.content_hash for r in again.candidates] == [
         r.content_hash for r in manifest.candidates]
+
+
+def test_cli_zoo_build_hub_writes_the_four_tasks(tmp_path: Path, monkeypatch, capsys) -> None:
+    import dataclasses
+
+    from lensllm.cli import main
+    from lensllm.zoo import recipes
+
+    write_all(tmp_path, scale=12)  # enough examples for the 256-example test splits
+    nano = ZooRecipe(size="hub-pilot", vocab_size=400, seq_len=32, batch_size=4,
+                     heldout_every=8, heldout_blocks=4, corpus_chars=20_000,
+                     candidates=(CandidateSpec(n_embd=16, n_layer=1, n_head=2,
+                                               pretrain_steps=2, corpus=("kjv", "web")),))
+    monkeypatch.setitem(recipes.RECIPES, "hub-pilot", dataclasses.replace(nano))
+    main(["zoo", "build", "--size", "hub-pilot", "--cache-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "d16-L1-pt2-kjv+web" in out
+    written = out.split("task: ", 1)[1].strip().split(", ")
+    assert [Path(p).name.split("-test")[0] for p in written] == [
+        f"hub-{name}" for name in hub.HUB_TASKS]
+    assert all(Path(p).is_file() for p in written)

@@ -24,7 +24,6 @@ kinds, each written as JSON lines with a fixed ``test`` split:
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import re
@@ -90,14 +89,13 @@ _READERS: dict[str, Callable[[Path], list[str]]] = {
 
 def cut(documents: Sequence[str], max_chars: int) -> list[str]:
     """Every k-th document, with the smallest k that brings the total to at most
-    ``max_chars`` characters (all of them when they fit)."""
-    total = sum(len(d) for d in documents)
-    if total <= max_chars:
-        return list(documents)
-    step = math.ceil(total / max_chars)
-    while sum(len(d) for d in documents[::step]) > max_chars:
-        step += 1
-    return list(documents[::step])
+    ``max_chars`` characters (all of them when they fit); when even the first document
+    alone is longer, its first ``max_chars`` characters."""
+    for step in range(1, len(documents) + 1):
+        kept = documents[::step]
+        if sum(len(d) for d in kept) <= max_chars:
+            return list(kept)
+    return [documents[0][:max_chars]] if documents else []
 
 
 def corpus_documents(name: str, cache_dir: str | os.PathLike[str], max_chars: int
