@@ -16,6 +16,7 @@ from lensllm.errors import InputError
 from lensllm.run.config import (
     CandidateSpec,
     ExecutorSettings,
+    HessianSettings,
     NTKSettings,
     RunConfig,
     TaskSettings,
@@ -45,6 +46,7 @@ def test_valid_config_and_defaults(tmp_path):
     assert cfg.executor.kind == "local" and cfg.executor.workers is None
     assert cfg.executor.device == "auto"
     assert cfg.ntk.enabled and cfg.ntk.params == "last"
+    assert not cfg.hessian.enabled  # no selection method reads it yet
 
 
 BAD = [
@@ -52,7 +54,7 @@ BAD = [
     ([1, 2], "c.yaml: the config must be a mapping of keys to values"),
     (config(candidate=[]), "c.yaml: unknown key 'candidate'; known keys: name, run_dir, "
      "cache_dir, seed, zoo, task, candidates, sizes, budget, target, method, search, "
-     "flops_budget, training, ntk, executor"),
+     "flops_budget, training, ntk, hessian, executor"),
     (config(budget=...), "c.yaml: missing key 'budget' (largest subset size to fine-tune on "
      "(integer))"),
     (config(budget="lots"), "c.yaml: budget must be a whole number, got 'lots'"),
@@ -102,8 +104,11 @@ BAD = [
      "cuda, got 'cuda:1' (choose GPUs with CUDA_VISIBLE_DEVICES)"),
     (config(ntk={"probe_size": 1}), "c.yaml: ntk.probe_size must be >= 2, got 1"),
     (config(ntk={"enabled": "yes"}), "c.yaml: ntk.enabled must be true or false"),
-    (config(zoo={"size": "huge"}), "c.yaml: zoo.size must be micro, demo or small, got "
-     "'huge'"),
+    (config(hessian={"samples": 1}), "c.yaml: hessian.samples must be >= 2, got 1"),
+    (config(hessian={"probes": 4}), "c.yaml: hessian: unknown key 'probes'; known keys: "
+     "enabled, probe_size, samples"),
+    (config(zoo={"size": "huge"}), "c.yaml: zoo.size must be micro, demo, small, hub or "
+     "hub-pilot, got 'huge'"),
     (config(training=[1]), "c.yaml: training must be a mapping of settings"),
     (config(task={"path": "t", "text_field": 3}), "c.yaml: task.text_field must be a string, "
      "got 3"),
@@ -229,6 +234,9 @@ def test_ntk_and_executor_settings():
                                              "c.yaml: executor")
     assert executor == ExecutorSettings(kind="ray", retries=0, num_cpus=2.0)
     assert ExecutorSettings.from_mapping(None, "c.yaml: executor") == ExecutorSettings()
+    hessian = HessianSettings.from_mapping({"enabled": True, "samples": 4}, "c.yaml: hessian")
+    assert hessian == HessianSettings(enabled=True, probe_size=16, samples=4)
+    assert hessian.job_settings() == {"probe_size": 16, "samples": 4}
 
 
 def _complexity(node: ast.AST) -> int:

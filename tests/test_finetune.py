@@ -931,3 +931,35 @@ def test_smollm2_converts_once_and_fine_tunes(tmp_path: Path) -> None:
     # A pretrained model knows arithmetic: far below the uniform loss ln(49152) = 10.8.
     assert result.zero_shot_test_loss < 4.0
     assert math.isfinite(result.test_loss) and result.steps == 2
+
+
+def test_hessian_measured_at_the_end_of_a_run_and_by_its_job(gpt2_dir: Path,
+                                                             pairs_file: Path,
+                                                             pairs_task: Task) -> None:
+    from lensllm.run.executors import Job
+    from lensllm.run.jobs import execute
+
+    candidate = Candidate("g", gpt2_dir, learning_rate=3e-3)
+    config = TrainConfig(max_epochs=2, **FAST)
+    plain = run_finetune(candidate, pairs_task, 16, config=config)
+    measured = run_finetune(candidate, pairs_task, 16, config=config,
+                            hessian={"probe_size": 4, "samples": 2})
+    assert "hessian" not in plain.to_dict()  # records without it keep their fields
+    # The measurement comes after the run: it changes none of the run's numbers.
+    assert measured.test_loss == plain.test_loss and measured.eval_flops == plain.eval_flops
+    hessian = measured.to_dict()["hessian"]
+    assert hessian["layers"] == ["transformer.h.0", "transformer.h.1", "other"]
+    assert hessian["probe_size"] == 4 and hessian["samples"] == 2
+    assert all(value > 0 for value in hessian["distance"].values())  # the weights moved
+    assert hessian["gap"] == pytest.approx(measured.test_loss - hessian["train_loss"])
+    json.dumps(hessian, allow_nan=False)
+
+    spec = {"candidate": candidate.to_dict(),
+            "task": {"path": str(pairs_file), "test_size": 24, "val_size": 16, "n0": 16},
+            "training": dict(FAST), "hessian": {"probe_size": 4, "samples": 2}}
+    outcome = execute(Job(key="k", kind="hessian", candidate="g", size=None, seed=0,
+                          spec=spec))
+    pretrained = outcome["result"]
+    assert pretrained["layers"] == hessian["layers"]
+    assert pretrained["distance"] is None and pretrained["probe_size"] == 4
+    assert pretrained["trace"] != hessian["trace"]

@@ -89,7 +89,8 @@ def test_job_keys_stay_what_existing_run_directories_hold(tmp_path):
     from types import SimpleNamespace
 
     from lensllm.hf import Candidate, TrainConfig, load_task
-    from lensllm.run.pipeline import finetune_job, metrics_job, ntk_job
+    from lensllm.run.config import HessianSettings
+    from lensllm.run.pipeline import finetune_job, hessian_job, metrics_job, ntk_job
 
     checkpoint = tmp_path / "ckpt"
     checkpoint.mkdir()
@@ -105,7 +106,8 @@ def test_job_keys_stay_what_existing_run_directories_hold(tmp_path):
     config = SimpleNamespace(seed=0, training=training, cache_dir=tmp_path,
                              executor=SimpleNamespace(device="auto"),
                              ntk=SimpleNamespace(params="last", probe_size=8,
-                                                 projection_dim=64))
+                                                 projection_dim=64),
+                             hessian=HessianSettings())
     ctx = SimpleNamespace(
         config=config, candidates={"tiny": Candidate.from_dict({"name": "tiny",
                                                                 "path": str(checkpoint)})},
@@ -117,6 +119,15 @@ def test_job_keys_stay_what_existing_run_directories_hold(tmp_path):
     assert finetune_job(ctx, "tiny", 0).key == "b1baeaf4c5c410f103b267ce929f4d1d"
     assert ntk_job(ctx, "tiny").key == "580f18441fca23558ba903fa7b34239d"
     assert metrics_job(ctx, "tiny", ["PL"]).key == "08571fea98a83688b1a6f57ad90bd5c4"
+    # The Hessian measurement, when asked for, rides on the fine-tuning runs (new keys:
+    # their results hold more) but never on the zero-shot evaluation.
+    config.hessian = HessianSettings(enabled=True, probe_size=4, samples=2)
+    measured = finetune_job(ctx, "tiny", 64)
+    assert measured.key != "c1a09413e723c583bf6da23b7763f716"
+    assert measured.spec["hessian"] == {"probe_size": 4, "samples": 2}
+    assert finetune_job(ctx, "tiny", 0).key == "b1baeaf4c5c410f103b267ce929f4d1d"
+    assert "hessian" not in finetune_job(ctx, "tiny", 0).spec
+    assert hessian_job(ctx, "tiny").spec["hessian"] == {"probe_size": 4, "samples": 2}
 
 
 @pytest.mark.torch

@@ -90,8 +90,12 @@ def _print_evaluation(evaluation, fmt: str, plots: Path | None) -> None:
 
 
 @app.command()
-@click.option("--tasks", default="flan,wmt19,gigaword", show_default=True,
-              help="Comma-separated bundled tasks.")
+@click.option("--suite", default="lin2024", show_default=True,
+              help="lin2024 (Lin et al.'s 30 LLMs x 3 tasks), zoo (curves lensllm measured "
+                   "on its hub zoo) or a suite folder.")
+@click.option("--tasks", default=None,
+              help="Comma-separated tasks of the suite (default: all; lin2024: "
+                   "flan,wmt19,gigaword).")
 @methods_option
 @format_option
 @plots_option
@@ -104,35 +108,43 @@ def _print_evaluation(evaluation, fmt: str, plots: Path | None) -> None:
               help="Instead: the robustness protocol (model subsets, noise, other "
                    "targets; the adaptive search over a fine budget sweep).")
 @flops_budgets_option
-def bench(tasks: str, methods: str | None, fmt: str, plots: Path | None, calibration: bool,
-          adaptive: bool, robustness: bool, flops_budgets: str) -> None:
-    """Replay the papers' protocol on the bundled benchmark (30 LLMs x 3 tasks)."""
-    from lensllm.core.benchmark import BUDGETS, TARGET, load_benchmark
+def bench(suite: str, tasks: str | None, methods: str | None, fmt: str, plots: Path | None,
+          calibration: bool, adaptive: bool, robustness: bool, flops_budgets: str) -> None:
+    """Replay the papers' protocol on a suite of curves (default: the bundled benchmark)."""
     from lensllm.core.selectors import DEFAULT_METHODS, split_methods
+    from lensllm.core.suites import load_suite
 
-    names = [t.strip() for t in tasks.split(",") if t.strip()]
-    if not names:
-        raise InputError("--tasks: give at least one task")
+    names = None
+    if tasks is not None:
+        names = [t.strip() for t in tasks.split(",") if t.strip()]
+        if not names:
+            raise InputError("--tasks: give at least one task")
     if calibration + adaptive + robustness > 1:
         raise InputError("choose one of --calibration, --adaptive and --robustness")
-    curve_sets = [load_benchmark(t) for t in names]
+    loaded = load_suite(suite, names)
+    curve_sets, budgets, target = loaded.curve_sets, loaded.budgets, loaded.target
     if robustness:
-        from lensllm.core.benchmark import TOKENS_PER_EXAMPLE
-
-        _robustness(curve_sets, TARGET, split_methods(methods) if methods else None,
-                    TOKENS_PER_EXAMPLE, _share_list(flops_budgets), fmt)
+        tokens = loaded.tokens_per_example
+        _robustness(curve_sets, target, split_methods(methods) if methods else None,
+                    tokens if all(c.task in tokens for c in curve_sets) else None,
+                    _share_list(flops_budgets), fmt)
     elif calibration:
         _bench_calibration(curve_sets, split_methods(methods) if methods else ["lensllm"],
-                           BUDGETS, TARGET, fmt)
+                           budgets, target, fmt)
     elif adaptive:
+        missing = [c.task for c in curve_sets if c.task not in loaded.tokens_per_example]
+        if missing:
+            raise InputError(f"--adaptive needs tokens per example, which suite {suite!r} "
+                             f"lacks for task {missing[0]!r} (its .runs.json)")
         _bench_adaptive(curve_sets, split_methods(methods)[0] if methods else "lensllm",
-                        _share_list(flops_budgets), BUDGETS, TARGET, fmt, plots)
+                        _share_list(flops_budgets), budgets, target, fmt, plots,
+                        loaded.tokens_per_example)
     else:
         from lensllm.core.evaluation import evaluate
 
         method_list = split_methods(methods) if methods else list(DEFAULT_METHODS)
-        evaluation = evaluate(curve_sets, methods=method_list, budgets=BUDGETS,
-                              target=TARGET)
+        evaluation = evaluate(curve_sets, methods=method_list, budgets=budgets,
+                              target=target)
         _print_evaluation(evaluation, fmt, plots)
 
 
@@ -176,13 +188,12 @@ def _bench_calibration(curve_sets, methods, budgets, target, fmt: str) -> None:
 
 
 def _bench_adaptive(curve_sets, method, shares, budgets, target, fmt, plots,
-                    tokens=None) -> None:
-    from lensllm.core.benchmark import TOKENS_PER_EXAMPLE
+                    tokens_per_example) -> None:
     from lensllm.core.search import adaptive_benchmark
     from lensllm.report.bench import adaptive_table
 
-    rows, fixed = adaptive_benchmark(curve_sets, target, tokens or TOKENS_PER_EXAMPLE,
-                                     shares, selector=method, fixed_budgets=budgets)
+    rows, fixed = adaptive_benchmark(curve_sets, target, tokens_per_example, shares,
+                                     selector=method, fixed_budgets=budgets)
     if not rows:
         raise InputError("no FLOPs budget fits the warm-up (every candidate on the three "
                          "smallest sizes); give larger --flops-budgets")
@@ -424,18 +435,26 @@ def zoo() -> None:
 
 
 @zoo.command("build")
-@click.option("--size", type=click.Choice(["micro", "demo", "small"]), default="demo",
-              show_default=True)
+@click.option("--size", type=click.Choice(["micro", "demo", "small", "hub", "hub-pilot"]),
+              default="demo", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--cache-dir", type=click.Path(path_type=Path),
               default=Path("~/.cache/lensllm"), show_default=True)
 def zoo_build(size: str, seed: int, cache_dir: Path) -> None:
-    """Train the tokenizer and pretrain the zoo's candidates (cached, deterministic)."""
+    """Train the tokenizer and pretrain the zoo's candidates (cached, deterministic).
+
+    The hub sizes fetch their Debian corpora into the cache (apt-get download) and
+    write the hub's four downstream tasks."""
     from lensllm.zoo.build import build_task, build_zoo
+    from lensllm.zoo.hub import HUB_TASKS, build_hub_task
 
     manifest = build_zoo(cache_dir.expanduser(), size, seed,
                          progress=lambda m: sys.stderr.write(m + "\n"))
-    task = build_task(cache_dir.expanduser(), seed=seed)
+    if size.startswith("hub"):
+        task = ", ".join(str(build_hub_task(cache_dir.expanduser(), name, seed=seed))
+                         for name in HUB_TASKS)
+    else:
+        task = build_task(cache_dir.expanduser(), seed=seed)
     rows = [[r.name, f"{r.params:,}", r.pretrain_steps, f"{r.heldout_pretrain_loss:.3f}",
              str(r.path)] for r in manifest.candidates]
     from lensllm.report.tables import text_table
@@ -443,6 +462,59 @@ def zoo_build(size: str, seed: int, cache_dir: Path) -> None:
     _echo(text_table(["candidate", "params", "pretrain steps", "held-out loss", "path"],
                      rows, title=f"zoo {manifest.size} (seed {seed})"))
     _echo(f"task: {task}")
+
+
+@app.group()
+def suite() -> None:
+    """Suites of measured fine-tuning curves, built by lensllm's own pipeline."""
+
+
+@suite.command("build")
+@click.option("--size", type=click.Choice(["hub", "hub-pilot"]), default="hub",
+              show_default=True, help="Zoo size whose candidates are measured.")
+@click.option("--tasks", default=None, help="Comma-separated hub tasks (default: all).")
+@click.option("--candidates", default=None, help="Comma-separated candidates (default: all).")
+@click.option("--n0", type=int, default=16, show_default=True,
+              help="Smallest size; sizes double from it up to the budget.")
+@click.option("--budget", type=int, default=2048, show_default=True,
+              help="Largest grid size; the target is fine-tuned by the verification.")
+@click.option("--target", type=int, default=4096, show_default=True)
+@click.option("--max-steps", type=int, default=256, show_default=True)
+@click.option("--max-epochs", type=int, default=3, show_default=True)
+@click.option("--max-length", type=int, default=64, show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True,
+              help="Jobs at once (one thread each).")
+@click.option("--hessian/--no-hessian", default=False, show_default=True,
+              help="Also measure Hessian traces and distances (probe 16, 8 samples).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--cache-dir", type=click.Path(path_type=Path),
+              default=Path("~/.cache/lensllm"), show_default=True)
+@click.option("--suite-dir", type=click.Path(path_type=Path), default=Path("suite-runs"),
+              show_default=True, help="Run directories (the resumable stores).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Export folder (default: the package's data/suites/zoo).")
+def suite_build(size: str, tasks: str | None, candidates: str | None, n0: int, budget: int,
+                target: int, max_steps: int, max_epochs: int, max_length: int, workers: int,
+                hessian: bool, seed: int, cache_dir: Path, suite_dir: Path,
+                out: Path | None) -> None:
+    """Build (or resume) the zoo suite: curves with NTK spectra per (candidate, task)."""
+    from lensllm.run.suite import DEFAULT_TRAINING, SuiteSettings, build_suite
+
+    def split(text: str | None) -> tuple[str, ...]:
+        return tuple(part.strip() for part in (text or "").split(",") if part.strip())
+
+    training = {**DEFAULT_TRAINING, "max_steps": max_steps, "max_epochs": max_epochs,
+                "max_length": max_length}
+    settings = SuiteSettings(
+        cache_dir=cache_dir.expanduser(), suite_dir=suite_dir.resolve(),
+        out_dir=(out or Path(__file__).parent / "data" / "suites" / "zoo").resolve(),
+        size=size, seed=seed, tasks=split(tasks), candidates=split(candidates), n0=n0,
+        budget=budget, target=target, workers=workers, training=training,
+        hessian={"enabled": hessian, "probe_size": 16, "samples": 8})
+    summary = build_suite(settings, progress=lambda m: sys.stderr.write(m + "\n"))
+    for task, info in summary["tasks"].items():
+        _echo(f"{task}: {info['seconds']:.0f} s, {info['failures']} failure(s)")
+    _echo(f"suite written to {settings.out_dir}")
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -196,10 +196,15 @@ class RunResult:
     versions: dict[str, str] = field(default_factory=dict)
     #: where it ran ("cpu", "cuda:0"); not part of the run's identity
     device: str = "cpu"
+    #: the Hessian measurement at the end of the run, when asked for (see run_finetune)
+    hessian: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict of every field."""
-        return asdict(self)
+        """A JSON-able dict of every field (``hessian`` only when it was measured)."""
+        out = asdict(self)
+        if out["hessian"] is None:
+            del out["hessian"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunResult:
@@ -415,6 +420,7 @@ def run_finetune(
     progress: ProgressCallback | None = None,
     cache_dir: Path | str | None = None,
     device: str | None = "auto",
+    hessian: dict[str, int] | None = None,
 ) -> RunResult:
     """Fine-tune ``candidate`` on the first ``size`` training examples of ``task``.
 
@@ -422,6 +428,10 @@ def run_finetune(
     tokenised tasks on disk for later processes; nothing else is written anywhere.
     ``progress`` receives a :class:`Progress` after every step and evaluation.
     ``device``: ``auto`` (a visible GPU, else the CPU), ``cpu`` or ``cuda``.
+    ``hessian`` (``{"probe_size", "samples"}``): after the test evaluation, measure the
+    per-layer Hessian trace of the probe loss at the best-validation weights, the
+    Hessian-weighted distance of those weights from the pretrained ones, and the
+    train/test gap (see :func:`_measure_hessian`).
     """
     config = config or TrainConfig()
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -447,6 +457,11 @@ def run_finetune(
             cache_dir=cache_dir,
         )
         session = _Session(model, _pad_id(tokenizer), info.is_encoder_decoder, plan, notify)
+        initial = None
+        if hessian is not None:
+            from lensllm.hf.hessian import snapshot
+
+            initial = snapshot(model)  # θ0 of what training moves, for the distance
         test_split, val_split = tokenized.split("test"), tokenized.split("validation")
         zero_test = session.evaluate(test_split)
         zero_val = session.evaluate(val_split)
@@ -527,6 +542,12 @@ def run_finetune(
         versions=_versions(candidate.method),
         device=str(session.device),
     )
+    if initial is not None:
+        # After the record is made, so its times and eval FLOPs stay those of the run.
+        with torch_threads(config.num_threads):
+            result.hessian = _measure_hessian(
+                session, model, tokenizer, task, tokenized.train(size), initial, hessian,
+                config.max_length, info.is_encoder_decoder, seed, best_test)
     notify(
         Progress(
             "done",
@@ -541,6 +562,25 @@ def run_finetune(
 
 
 # --- pieces --------------------------------------------------------------------------
+
+
+def _measure_hessian(session: _Session, model: Any, tokenizer: Any, task: Task,
+                     train: TokenizedSplit, initial: list[torch.Tensor],
+                     settings: dict[str, int], max_length: int, encoder_decoder: bool,
+                     seed: int, test_loss: float) -> dict[str, Any]:
+    """The Hessian measurement at the run's final (best-validation) weights: trace and
+    distance per layer on the task's probe set, plus the train loss on the run's own
+    subset and the gap test - train (what the PAC-Bayes bound's complexity term bounds)."""
+    from lensllm.hf.hessian import measure_hessian
+
+    probe = task.probe_set(tokenizer, int(settings["probe_size"]), max_length=max_length,
+                           encoder_decoder=encoder_decoder)
+    measured = measure_hessian(model, probe, samples=int(settings["samples"]), seed=seed,
+                               reference=initial).to_dict()
+    train_loss = session.evaluate(train) if len(train) else None
+    measured.update(train_loss=train_loss,
+                    gap=None if train_loss is None else test_loss - train_loss)
+    return measured
 
 
 def _ignore(_: Progress) -> None:

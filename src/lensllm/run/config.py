@@ -43,7 +43,7 @@ TOP_KEYS = {
     "run_dir": "folder of the run's results (default: runs/<name> beside the config)",
     "cache_dir": "folder for the zoo, tokenised data and converted checkpoints",
     "seed": "integer >= 0",
-    "zoo": "mapping {size: micro|demo|small, seed}",
+    "zoo": "mapping {size: micro|demo|small|hub|hub-pilot, seed}",
     "task": "mapping {path, kind, text_field, input_field, target_field, test_size, "
             "val_size, n0}",
     "candidates": "'zoo', {from: zoo, learning_rate, method, lora}, or a list of candidate "
@@ -57,6 +57,7 @@ TOP_KEYS = {
                     "target (0-1)",
     "training": "fine-tuning settings (batch_size, max_length, max_epochs, ...)",
     "ntk": "mapping {enabled, params, probe_size, projection_dim}",
+    "hessian": "mapping {enabled, probe_size, samples} (off by default)",
     "executor": "mapping {kind: local|ray, workers, retries, address, num_cpus, num_gpus, "
                 "device}",
 }
@@ -191,7 +192,8 @@ def _checked(value: Any, where: str, rules: Mapping[str, Rule]) -> dict[str, Any
 
 # ------------------------------------------------------------------------ sections
 
-ZOO_RULES: dict[str, Rule] = {"size": _choice("micro", "demo", "small"), "seed": _whole(0)}
+ZOO_RULES: dict[str, Rule] = {"size": _choice("micro", "demo", "small", "hub", "hub-pilot"),
+                              "seed": _whole(0)}
 TASK_RULES: dict[str, Rule] = {
     "path": _text,  # replaced in TaskSettings.from_mapping (needs the config's folder)
     "kind": _optional(_choice("text", "pairs")),
@@ -206,6 +208,8 @@ TASK_RULES: dict[str, Rule] = {
 }
 NTK_RULES: dict[str, Rule] = {"enabled": _flag, "params": _ntk_params,
                               "probe_size": _whole(2), "projection_dim": _optional(_whole(1))}
+HESSIAN_RULES: dict[str, Rule] = {"enabled": _flag, "probe_size": _whole(1),
+                                  "samples": _whole(2)}
 EXECUTOR_RULES: dict[str, Rule] = {
     "kind": _choice("local", "ray"),
     "workers": _whole(1),
@@ -218,6 +222,7 @@ EXECUTOR_RULES: dict[str, Rule] = {
 ZOO_KEYS = tuple(ZOO_RULES)
 TASK_KEYS = tuple(TASK_RULES)
 NTK_KEYS = tuple(NTK_RULES)
+HESSIAN_KEYS = tuple(HESSIAN_RULES)
 EXECUTOR_KEYS = tuple(EXECUTOR_RULES)
 
 
@@ -392,6 +397,26 @@ class NTKSettings:
 
 
 @dataclass(frozen=True)
+class HessianSettings:
+    """``hessian``: measure per-layer Hessian traces (Hutchinson, ``samples`` probe
+    vectors) on ``probe_size`` examples at the pretrained weights and, with the
+    Hessian-weighted distance from them, at the end of every fine-tuning run.  Off by
+    default: no selection method reads it yet."""
+
+    enabled: bool = False
+    probe_size: int = 16
+    samples: int = 8
+
+    @classmethod
+    def from_mapping(cls, data: Any, where: str) -> HessianSettings:
+        return cls(**_checked(data, where, HESSIAN_RULES))
+
+    def job_settings(self) -> dict[str, int]:
+        """What a job needs (and what its result depends on)."""
+        return {"probe_size": self.probe_size, "samples": self.samples}
+
+
+@dataclass(frozen=True)
 class ExecutorSettings:
     """``executor``: where the jobs run (a local process pool or Ray) and how often a
     failed job is retried."""
@@ -437,6 +462,7 @@ class RunConfig:
     training: dict[str, Any]
     ntk: NTKSettings
     executor: ExecutorSettings
+    hessian: HessianSettings = field(default_factory=HessianSettings)
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def with_overrides(self, *, flops_budget: float | None = None, search: str | None = None,
@@ -502,6 +528,7 @@ def parse_config(data: Any, source: Path | str = "config.yaml") -> RunConfig:
                                    f"{file}: flops_budget"),
         training=parse_training(data.get("training"), file),
         ntk=NTKSettings.from_mapping(data.get("ntk"), f"{file}: ntk"),
+        hessian=HessianSettings.from_mapping(data.get("hessian"), f"{file}: hessian"),
         executor=ExecutorSettings.from_mapping(data.get("executor"), f"{file}: executor"),
         run_dir=_folder(data, "run_dir", file, base, base / "runs" / name),
         cache_dir=_folder(data, "cache_dir", file, base, Path("~/.cache/lensllm").expanduser()),

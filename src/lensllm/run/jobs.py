@@ -2,7 +2,8 @@
 
 One function per job kind (:data:`JOB_KINDS`): ``finetune`` (a fine-tuning run at one
 subset size; size 0 is the zero-shot evaluation), ``ntk`` (an NTK probe of the
-pretrained model) and ``nlpmetrics`` (weightwatcher's spectra of the pretrained
+pretrained model), ``hessian`` (per-layer Hessian traces of the pretrained model on
+the probe set) and ``nlpmetrics`` (weightwatcher's spectra of the pretrained
 weights).  :func:`run_job` dispatches on ``job.kind``; :func:`execute` runs a job,
 turns any exception into a :class:`~lensllm.run.executors.base.JobFailure` and writes
 the job's record.  Executors call :func:`execute` with their job runner.
@@ -49,8 +50,32 @@ def finetune(job: Job) -> dict[str, Any]:
     config = TrainConfig.from_dict(spec["training"])
     result = run_finetune(candidate, task, int(job.size or 0), seed=job.seed, config=config,
                           cache_dir=spec.get("cache_dir"), device=spec.get("device", "auto"),
-                          progress=training_callback())
+                          progress=training_callback(), hessian=spec.get("hessian"))
     return result.to_dict()
+
+
+def hessian(job: Job) -> dict[str, Any]:
+    """Per-layer Hessian traces of the pretrained candidate's probe loss, over the
+    parameters its fine-tuning moves (all weights; LoRA: the freshly initialised
+    adapters, drawn from the job's seed as a fine-tuning run draws them)."""
+    import torch
+
+    from lensllm.hf import load_candidate
+    from lensllm.hf.hessian import measure_hessian
+    from lensllm.hf.runtime import torch_threads
+
+    candidate, task = _candidate_and_task(job)
+    spec = job.spec
+    threads = spec["training"].get("num_threads")
+    with torch_threads(int(threads) if threads else None), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(job.seed)
+        model, tokenizer = load_candidate(candidate, device=spec.get("device", "auto"))
+        probe = task.probe_set(tokenizer, spec["hessian"]["probe_size"],
+                               max_length=spec["training"].get("max_length", 128),
+                               encoder_decoder=candidate.checkpoint().is_encoder_decoder)
+        measured = measure_hessian(model, probe, samples=spec["hessian"]["samples"],
+                                   seed=job.seed)
+    return measured.to_dict()
 
 
 def ntk(job: Job) -> dict[str, Any]:
@@ -142,6 +167,7 @@ def _weight_metrics(candidate: Candidate, fits: Sequence[str]) -> dict[str, Any]
 JOB_KINDS: dict[str, Callable[[Job], dict[str, Any]]] = {
     "finetune": finetune,
     "ntk": ntk,
+    "hessian": hessian,
     "nlpmetrics": weight_metrics,
 }
 

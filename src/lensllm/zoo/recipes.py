@@ -16,6 +16,9 @@ from lensllm.fileio import canonical_json
 
 # Bump when what a recipe builds changes: every cached candidate is then rebuilt.
 ZOO_FORMAT_VERSION = 1
+#: the pretraining corpora a candidate can name (read by lensllm.zoo.hub); a candidate
+#: that names none pretrains on the KJV alone, as the first zoos did
+PRETRAIN_CORPORA = ("kjv", "web", "austen", "gcide")
 
 
 @dataclass(frozen=True)
@@ -32,11 +35,19 @@ class CandidateSpec:
     n_head: int
     pretrain_steps: int
     learning_rate: float = 2e-3
+    #: pretraining corpora (an equal-share mixture); empty: the KJV alone
+    corpus: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
-        """Readable unique name: width, depth and pretraining steps."""
-        return f"d{self.n_embd}-L{self.n_layer}-pt{self.pretrain_steps}"
+        """Readable unique name: width, depth, pretraining steps (and corpora if named)."""
+        base = f"d{self.n_embd}-L{self.n_layer}-pt{self.pretrain_steps}"
+        return f"{base}-{'+'.join(self.corpus)}" if self.corpus else base
+
+    @property
+    def corpora(self) -> tuple[str, ...]:
+        """What it pretrains on."""
+        return self.corpus or ("kjv",)
 
     def validate(self) -> None:
         """Raise InputError if the shape or budget is impossible."""
@@ -44,6 +55,12 @@ class CandidateSpec:
             raise InputError(
                 f"candidate {self.name}: need positive n_embd/n_layer/n_head with n_embd "
                 f"divisible by n_head, got n_embd={self.n_embd}, n_head={self.n_head}"
+            )
+        unknown = [name for name in self.corpus if name not in PRETRAIN_CORPORA]
+        if unknown or len(set(self.corpus)) != len(self.corpus):
+            raise InputError(
+                f"candidate {self.name}: corpus must name distinct corpora among "
+                f"{', '.join(PRETRAIN_CORPORA)}, got {list(self.corpus)}"
             )
         if self.pretrain_steps < 1 or not self.learning_rate > 0:
             raise InputError(
@@ -63,6 +80,15 @@ class ZooRecipe:
     candidates: tuple[CandidateSpec, ...]
     heldout_every: int = 64  # every k-th pretraining block is held out for evaluation
     heldout_blocks: int = 128  # at most this many held-out blocks are evaluated
+    #: each named corpus is cut to at most this many characters (see lensllm.zoo.hub)
+    corpus_chars: int = 4_000_000
+
+    @property
+    def corpora(self) -> tuple[str, ...]:
+        """Every corpus a candidate pretrains on, in PRETRAIN_CORPORA order (the shared
+        tokenizer is trained on all of them)."""
+        used = {name for spec in self.candidates for name in spec.corpora}
+        return tuple(name for name in PRETRAIN_CORPORA if name in used)
 
     def validate(self) -> None:
         """Raise InputError if the recipe cannot be built."""
@@ -141,6 +167,57 @@ RECIPES: dict[str, ZooRecipe] = {
         ),
     ),
 }
+
+
+def gpt2_params(n_embd: int, n_layer: int, vocab_size: int, seq_len: int) -> int:
+    """Parameters of a GPT-2 with a tied head and 4x MLP (as the zoo builds it)."""
+    return vocab_size * n_embd + seq_len * n_embd + n_layer * (12 * n_embd ** 2
+                                                               + 13 * n_embd) + 2 * n_embd
+
+
+def compute_matched(shapes: tuple[tuple[int, int, int, tuple[str, ...]], ...], *,
+                    flops: float, vocab_size: int, tokens_per_step: int, seq_len: int
+                    ) -> tuple[CandidateSpec, ...]:
+    """Candidates of the given ``(n_embd, n_layer, n_head, corpus)`` shapes, each
+    pretrained with the same compute, ``6 x params x tokens = flops`` (so a smaller
+    model sees more tokens), at learning rate ``min(3e-3, 0.4 / n_embd)``."""
+    return tuple(
+        CandidateSpec(n_embd=d, n_layer=layers, n_head=heads, corpus=corpus,
+                      pretrain_steps=max(1, round(flops / (
+                          6 * gpt2_params(d, layers, vocab_size, seq_len) * tokens_per_step))),
+                      learning_rate=round(min(3e-3, 0.4 / d), 6))
+        for d, layers, heads, corpus in shapes)
+
+
+# The hub: nine candidates of 0.5-9 M parameters that differ as a model hub's do -- in
+# width, depth and pretraining corpus (one of four, or a mixture) -- pretrained by one
+# rule, equal compute, rather than tuned so that their curves cross.
+HUB_SHAPES: tuple[tuple[int, int, int, tuple[str, ...]], ...] = (
+    (64, 5, 2, ("gcide",)),
+    (96, 2, 3, ("kjv",)),
+    (128, 2, 4, ("austen",)),
+    (128, 4, 4, ("web",)),
+    (160, 3, 4, ("gcide",)),
+    (192, 4, 4, ("kjv", "austen")),
+    (256, 3, 4, ("web", "gcide")),
+    (256, 6, 8, ("austen", "gcide")),
+    (320, 6, 8, ("kjv", "web", "austen", "gcide")),
+)
+HUB_FLOPS = 1e13
+# The pilot: the smallest, a middle and the largest hub shape at a twentieth of the
+# compute -- for timing the fine-tuning jobs of the suite, not for its numbers.
+HUB_PILOT_SHAPES = (HUB_SHAPES[0], HUB_SHAPES[5], HUB_SHAPES[8])
+
+
+def _hub(size: str, shapes: tuple[tuple[int, int, int, tuple[str, ...]], ...],
+         flops: float) -> ZooRecipe:
+    return ZooRecipe(size=size, vocab_size=4096, seq_len=128, batch_size=16,
+                     candidates=compute_matched(shapes, flops=flops, vocab_size=4096,
+                                                tokens_per_step=16 * 128, seq_len=128))
+
+
+RECIPES["hub"] = _hub("hub", HUB_SHAPES, HUB_FLOPS)
+RECIPES["hub-pilot"] = _hub("hub-pilot", HUB_PILOT_SHAPES, HUB_FLOPS / 20)
 
 
 def zoo_recipe(size: str | ZooRecipe) -> ZooRecipe:

@@ -73,7 +73,8 @@ def ensure_tokenizer(root: Path, recipe: ZooRecipe, books: Sequence[str], corpus
             and record.get("tokenizer_hash") == tokenizer_hash(final)):
         return final, record["tokenizer_hash"], True
     if progress is not None:
-        progress(f"training a {recipe.vocab_size}-token byte-level BPE on the KJV")
+        progress(f"training a {recipe.vocab_size}-token byte-level BPE on the pretraining "
+                 "text")
     with staging_dir(final) as staging:
         tokenizer = train_tokenizer(books, recipe.vocab_size, recipe.seq_len)
         tokenizer.save_pretrained(staging)

@@ -19,7 +19,7 @@ class Job:
     """One unit of work.  ``spec`` holds everything the worker needs (plain data)."""
 
     key: str
-    kind: str  # "finetune" | "ntk" | "nlpmetrics"
+    kind: str  # "finetune" | "ntk" | "hessian" | "nlpmetrics"
     candidate: str
     size: int | None
     seed: int
@@ -32,6 +32,8 @@ class Job:
             return f"NTK probe of {self.candidate}"
         if self.kind == "nlpmetrics":
             return f"weight spectra of {self.candidate}"
+        if self.kind == "hessian":
+            return f"Hessian traces of {self.candidate}"
         if self.size == 0:
             return f"zero-shot losses of {self.candidate}"
         return f"{self.candidate} @ {self.size}"

@@ -1,0 +1,85 @@
+"""``lensllm suite build`` end to end on a nano hub zoo over fixture corpora."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("rdata")
+
+from hub_fixtures import write_all  # noqa: E402
+from lensllm.core.curves import load_curves  # noqa: E402
+from lensllm.errors import InputError  # noqa: E402
+from lensllm.run.store import Store  # noqa: E402
+from lensllm.run.suite import SuiteSettings, build_suite  # noqa: E402
+from lensllm.zoo import debian  # noqa: E402
+from lensllm.zoo.build import CandidateSpec, ZooRecipe  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+NANO_HUB = ZooRecipe(
+    size="nano-hub", vocab_size=400, seq_len=32, batch_size=4, heldout_every=8,
+    heldout_blocks=4, corpus_chars=20_000,
+    candidates=(CandidateSpec(n_embd=16, n_layer=1, n_head=2, pretrain_steps=4,
+                              corpus=("web",)),
+                CandidateSpec(n_embd=24, n_layer=2, n_head=2, pretrain_steps=2,
+                              corpus=("austen", "gcide"))))
+
+
+def _settings(tmp_path: Path, **changes) -> SuiteSettings:
+    base = dict(cache_dir=tmp_path / "cache", suite_dir=tmp_path / "runs",
+                out_dir=tmp_path / "out", size=NANO_HUB, tasks=("foldoc", "wordnet-gloss"),
+                n0=4, budget=16, target=32, test_examples=8, val_size=8, workers=1,
+                training={"batch_size": 4, "max_length": 32, "max_epochs": 1,
+                          "max_steps": 2, "num_threads": 1},
+                ntk={"enabled": True, "params": "last", "probe_size": 4},
+                hessian={"enabled": True, "probe_size": 2, "samples": 2})
+    return SuiteSettings(**{**base, **changes})
+
+
+@pytest.mark.slow
+def test_suite_build_exports_and_resumes(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(debian, "SYSTEM_ROOT", tmp_path / "no-system")
+    write_all(tmp_path / "cache", scale=2)
+    settings = _settings(tmp_path)
+    summary = build_suite(settings)
+    assert set(summary["tasks"]) == {"foldoc", "wordnet-gloss"}
+    assert summary["budgets"] == []  # target/8 = 4 has one size, n0, at or under it
+    for task in ("foldoc", "wordnet-gloss"):
+        data = json.loads((settings.out_dir / f"{task}.json").read_text("utf-8"))
+        details = json.loads((settings.out_dir / f"{task}.runs.json").read_text("utf-8"))
+        assert details["kind"] == ("text" if task == "foldoc" else "pairs")
+        assert len(data["curves"]) == 2 and data["task"] == task
+        assert len(load_curves(settings.out_dir / f"{task}.json")) == 2
+        for curve in data["curves"]:
+            assert [n for n, _ in curve["points"]] == [4, 8, 16, 32]
+            assert curve["ntk"]["eigenvalues"] and curve["zero_shot"] > 0
+            runs = details["runs"][curve["model"]]
+            assert set(runs) == {"0", "4", "8", "16", "32"}
+            assert runs["32"]["train_flops"] > 0 and "distance" in runs["32"]["hessian"]
+        assert set(details["hessian_pretrained"]) == {c["model"] for c in data["curves"]}
+        header = (settings.out_dir / f"{task}.csv").read_text("utf-8").splitlines()[0]
+        assert "32" in header
+    assert "dict-foldoc" in (settings.out_dir / "NOTICE").read_text("utf-8")
+    # Resuming submits nothing: every job is in the stores.
+    build_suite(settings)
+    for task in ("foldoc", "wordnet-gloss"):
+        with Store(settings.suite_dir / task) as store:
+            assert len(store.events("start")) == 2
+            submits = store.events("submit")
+            assert submits and all(e["time"] <= store.events("start")[-1]["time"]
+                                   for e in submits)
+
+
+def test_suite_settings_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(InputError) as caught:
+        _settings(tmp_path, tasks=("bible",)).validate()
+    assert str(caught.value) == ("unknown suite task 'bible'; choose from python-docs, "
+                                 "foldoc, foldoc-terms, wordnet-gloss")
+    with pytest.raises(InputError) as caught:
+        _settings(tmp_path, budget=64).validate()
+    assert str(caught.value) == "need 0 < n0 <= budget < target, got n0=4, budget=64, target=32"
