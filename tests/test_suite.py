@@ -12,7 +12,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("rdata")
 
 from hub_fixtures import write_all  # noqa: E402
-from lensllm.core.curves import load_curves  # noqa: E402
+from lensllm.core.formats import load_curves  # noqa: E402
 from lensllm.errors import InputError  # noqa: E402
 from lensllm.run.store import Store  # noqa: E402
 from lensllm.run.suite import SuiteSettings, build_suite  # noqa: E402

@@ -63,8 +63,12 @@ def test_every_bench_mode_on_a_suite_folder(tmp_path: Path, capsys) -> None:
     assert {c["budget"] for c in json.loads(calibration)} == set(suite.budgets)
     adaptive = json.loads(_bench(capsys, "--suite", folder, "--adaptive", "--format",
                                  "json", "--flops-budgets", "0.05"))
-    assert adaptive["adaptive"] and {f["budget"] for f in adaptive["fixed"]} <= set(
-        suite.budgets)
+    # the fixed-budget baselines: AtS at each of the suite's budgets, and "train everyone
+    # at size s, pick the lowest" at the suite's sizes
+    ats = {f["budget"] for f in adaptive["fixed"] if f["label"].startswith("ats")}
+    assert adaptive["adaptive"] and ats == set(suite.budgets)
+    sizes = {int(n) for c in suite.curve_sets for curve in c for n in curve.sizes}
+    assert {f["budget"] for f in adaptive["fixed"]} <= sizes
 
 
 @pytest.mark.parametrize(("args", "message"), [

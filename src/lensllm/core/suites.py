@@ -18,7 +18,8 @@ from importlib import resources
 from pathlib import Path
 
 from lensllm.core import benchmark
-from lensllm.core.curves import CurveSet, load_curves
+from lensllm.core.curves import CurveSet
+from lensllm.core.formats import load_curves
 from lensllm.errors import InputError
 
 SUITES = ("lin2024", "zoo")
