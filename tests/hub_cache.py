@@ -1,12 +1,15 @@
 """Test helpers: place a local checkpoint into a Hugging Face cache in the hub's own
 layout (``models--org--name/{refs/main, snapshots/<commit>/..., blobs/<sha256>}``), the
-way ``huggingface_hub`` leaves a downloaded model, so that Hub ids resolve offline."""
+way ``huggingface_hub`` leaves a downloaded model, so that Hub ids resolve offline; and
+write the micro task as a dataset folder (``train.jsonl``, ``test.jsonl``)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -28,3 +31,21 @@ def place_model(checkpoint: Path, hf_home: Path, repo_id: str, commit: str = COM
     (repo / "refs").mkdir(exist_ok=True)
     (repo / "refs" / branch).write_text(commit)
     return snapshot
+
+
+def task_rows(micro: dict[str, Any]) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in Path(micro["task"]).read_text("utf-8").splitlines()]
+
+
+def jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), "utf-8")
+
+
+def docs_folder(micro: dict[str, Any], folder: Path) -> Path:
+    """The micro task as a dataset folder: train.jsonl and test.jsonl."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = task_rows(micro)
+    for split in ("train", "test"):
+        jsonl(folder / f"{split}.jsonl",
+               [{"text": r["text"]} for r in rows if r["split"] == split])
+    return folder

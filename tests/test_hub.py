@@ -9,7 +9,6 @@ a dataset is a local folder of ``train.jsonl`` / ``test.jsonl`` (or CSV) files, 
 from __future__ import annotations
 
 import csv
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("datasets")
 
-from hub_cache import COMMIT, place_model
+from hub_cache import COMMIT, docs_folder, jsonl, place_model, task_rows
 from lensllm.errors import InputError
 from lensllm.hf import Candidate, load_candidate, load_task
 from lensllm.hf.hub import looks_like_repo_id
@@ -109,34 +108,16 @@ def test_local_paths_stay_local(tmp_path: Path) -> None:
 # --- tasks through datasets.load_dataset ----------------------------------------------
 
 
-def _rows(micro: dict[str, Any]) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in Path(micro["task"]).read_text("utf-8").splitlines()]
-
-
-def _jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), "utf-8")
-
-
-def docs_folder(micro: dict[str, Any], folder: Path) -> Path:
-    """The micro task as a dataset folder: train.jsonl and test.jsonl."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = _rows(micro)
-    for split in ("train", "test"):
-        _jsonl(folder / f"{split}.jsonl",
-               [{"text": r["text"]} for r in rows if r["split"] == split])
-    return folder
-
-
 def test_a_dataset_folder_is_the_same_task_as_the_file_with_its_splits(
         micro: dict[str, Any], hf_home: Path, tmp_path: Path) -> None:
     folder = docs_folder(micro, tmp_path / "docs")
     settings = {"val_size": 32, "n0": 16}
     from_dataset = load_task(dataset=str(folder), **settings)
     # the same rows in one file, train before test, their split in a column
-    rows = _rows(micro)
+    rows = task_rows(micro)
     ordered = [r for r in rows if r["split"] == "train"] + [
         r for r in rows if r["split"] == "test"]
-    _jsonl(tmp_path / "docs.jsonl", [{"text": r["text"], "split": r["split"]} for r in ordered])
+    jsonl(tmp_path / "docs.jsonl", [{"text": r["text"], "split": r["split"]} for r in ordered])
     from_file = load_task(tmp_path / "docs.jsonl", **settings)
     assert from_dataset.identity() == from_file.identity()
     assert from_dataset.n_test == 64 and from_dataset.n_validation == 32
@@ -179,7 +160,7 @@ def test_a_csv_dataset_folder_of_pairs_with_named_columns(hf_home: Path,
 def test_dataset_errors_are_one_line(hf_home: Path, tmp_path: Path) -> None:
     folder = tmp_path / "docs"
     folder.mkdir()
-    _jsonl(folder / "train.jsonl", [{"text": f"t {i}"} for i in range(50)])
+    jsonl(folder / "train.jsonl", [{"text": f"t {i}"} for i in range(50)])
     with pytest.raises(InputError, match=exactly(
             f"task 'docs' ({folder}): Unknown split \"dev\". Should be one of ['train'].")):
         load_task(dataset=str(folder), split="dev")
