@@ -162,3 +162,20 @@ def test_the_ntk_probe_is_fp32_even_inside_autocast(setup) -> None:
         inside = measure_ntk(model, probe, params="last")
     assert inside.eigenvalues.tolist() == plain.eigenvalues.tolist()
     assert all(math.isfinite(v) for v in plain.eigenvalues)
+
+
+def test_the_gpu_check_says_plainly_when_there_is_no_gpu() -> None:
+    import subprocess
+    import sys
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: run benchmarks/gpu_check.py itself")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2 and out.stdout == ""
+    build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+    assert out.stderr.strip() == (
+        f"gpu_check: no CUDA device is visible to torch {torch.__version__} ({build}); run it "
+        "on a machine with an NVIDIA GPU and a CUDA build of torch, or pass "
+        "--self-test-on-cpu to check the script itself")
