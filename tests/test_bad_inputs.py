@@ -206,9 +206,17 @@ CASES = [
     Case("config-unreadable", RUN, "Invalid value for 'CONFIG': Path 'c.yaml' is not readable.",
          {"c.yaml": _unreadable}, drop_file_caps=True),
     Case("config-missing-checkpoint", RUN,
-         "candidate 'a': checkpoint 'model' does not exist; give the path of a local Hugging "
-         "Face model directory (with config.json) or of a .gguf file",
-         {"c.yaml": _yaml(), "task.jsonl": TEXT_TASK}, needs=("transformers",)),
+         "candidate 'a': checkpoint '{tmp}/model' does not exist; give the path of a local "
+         "Hugging Face model directory (with config.json) or of a .gguf file",
+         {"c.yaml": _yaml(candidates="[{name: a, path: ./model}]"), "task.jsonl": TEXT_TASK},
+         needs=("transformers",)),
+    Case("config-hub-id-not-cached", RUN,
+         "candidate 'a': 'model' is not a local folder, and as a Hub model it is not in the "
+         "Hugging Face cache /nonexistent-hf-home/hub, which HF_HUB_OFFLINE=1 forbids "
+         "filling; download it where there is network (hf download model) into that cache, "
+         "or point HF_HOME at a cache that has it",
+         {"c.yaml": _yaml(), "task.jsonl": TEXT_TASK}, needs=("transformers",),
+         env={"HF_HOME": "/nonexistent-hf-home"}),
     Case("config-checkpoint-not-a-model", RUN,
          "candidate 'a': 'model' is not a model checkpoint (no config.json and no .gguf file "
          "in it); give a directory written by save_pretrained",

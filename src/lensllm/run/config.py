@@ -345,7 +345,11 @@ def _checkpoint_path(value: Any, where: str, base: Path) -> str:
         return str(local)
     from lensllm.hf.hub import looks_like_repo_id
 
-    return value if looks_like_repo_id(value) else str(local)
+    if looks_like_repo_id(value):
+        return value
+    # "./model" beside a config in the working folder would come out as "model", which
+    # reads as a Hub id: an absolute path keeps a path meant to be local, local.
+    return str(local.absolute() if looks_like_repo_id(str(local)) else local)
 
 
 @dataclass(frozen=True)
