@@ -177,3 +177,34 @@ def test_dataset_errors_are_one_line(hf_home: Path, tmp_path: Path) -> None:
     with pytest.raises(InputError, match=exactly("task: 'test_split' applies to a 'dataset' "
                                                  "task")):
         load_task(path=str(folder / "train.jsonl"), test_split="test")
+
+
+def test_online_it_downloads_safetensors_not_their_pickled_twins(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With network, what snapshot_download is asked for (the Hub itself is replaced)."""
+    import huggingface_hub
+
+    from lensllm.hf import hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    calls: list[dict[str, Any]] = []
+    listings = {"org/both": ["config.json", "model.safetensors", "pytorch_model.bin"],
+                "org/pickles": ["config.json", "pytorch_model.bin"]}
+
+    def download(repo_id: str, **kwargs: Any) -> str:
+        calls.append({"repo_id": repo_id, **kwargs})
+        return str(tmp_path / "hub" / "snapshots" / COMMIT)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", download)
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files",
+                        lambda self, repo_id, revision=None: listings[repo_id])
+    for repo in listings:
+        assert hub.resolve_model(repo, None, None, "candidate 'x'") == (
+            tmp_path / "hub" / "snapshots" / COMMIT, COMMIT)
+    both, pickles = (call["ignore_patterns"] for call in calls)
+    assert "*.bin" in both and "*.bin" not in pickles and "*.msgpack" in pickles
+    assert all(call["local_files_only"] is False and call["cache_dir"] == str(tmp_path / "hub")
+               for call in calls)
+    hub.resolve_model("org/gguf", "v1", "m.Q4.gguf", "candidate 'x'")
+    assert calls[-1]["allow_patterns"][-1] == "m.Q4.gguf" and calls[-1]["revision"] == "v1"

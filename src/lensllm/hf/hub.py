@@ -94,9 +94,10 @@ def _resolve_cached(repo_id: str, revision: str | None, gguf_file: str | None, c
     allow = ["*.json", "*.txt", "*.model", "*.tiktoken", "*.py", gguf_file] if gguf_file else None
     at = f" at revision {revision!r}" if revision else ""
     try:
+        ignore = None if gguf_file else _ignore_patterns(repo_id, revision, offline)
         folder = snapshot_download(repo_id, revision=revision, cache_dir=cache,
                                    local_files_only=offline, allow_patterns=allow,
-                                   ignore_patterns=None if gguf_file else _IGNORE)
+                                   ignore_patterns=ignore)
     except LocalEntryNotFoundError:
         if offline:
             raise InputError(
@@ -118,3 +119,16 @@ def _resolve_cached(repo_id: str, revision: str | None, gguf_file: str | None, c
                          f"{one_line(exc)}") from None
     path = Path(folder)
     return path, path.name  # snapshots/<commit hash>
+
+
+def _ignore_patterns(repo_id: str, revision: str | None, offline: bool) -> list[str]:
+    """What not to download: other frameworks' files, and the pickled PyTorch weights
+    when the repository also has safetensors (many ship both; transformers loads the
+    safetensors, so the pickles would double the download for nothing)."""
+    if offline:
+        return list(_IGNORE)
+    from huggingface_hub import HfApi
+
+    files = HfApi().list_repo_files(repo_id, revision=revision)
+    pickles = ["*.bin", "*.pt"] if any(f.endswith(".safetensors") for f in files) else []
+    return [*_IGNORE, *pickles]
