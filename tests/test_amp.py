@@ -116,7 +116,7 @@ def test_out_of_memory_in_an_evaluation_halves_its_batch(setup, fp32, monkeypatc
     _fail_once(monkeypatch, train_module, "loss_sum",
                lambda model, batch, encoder_decoder: not model.training)
     recovered = _run(setup)
-    assert recovered.oom_retries == [{"step": 1, "stage": "eval", "micro_batch_size": 8}]
+    assert recovered.oom_retries == [{"step": 0, "stage": "eval", "micro_batch_size": 8}]
     assert abs(recovered.zero_shot_test_loss - fp32.zero_shot_test_loss) <= 1e-6
 
 
@@ -126,7 +126,7 @@ def test_out_of_memory_at_micro_batch_1_fails_cleanly(setup, monkeypatch) -> Non
 
     monkeypatch.setattr(train_module._Session, "_accumulate", always)
     with pytest.raises(InputError, match=exactly(
-            "out of CPU memory at train step 1 even with one example per batch; lower "
+            "out of CPU memory at training step 1 even with one example per batch; lower "
             "max_length, set gradient_checkpointing: true, use method: lora, or pick a "
             "smaller model")):
         _run(setup, micro_batch_size=2)

@@ -26,10 +26,11 @@ Tokens and FLOPs are counted as :mod:`lensllm.hf.flops` describes.
 
 Memory: ``batch_size`` is the effective batch of an optimiser step; it is computed in
 micro-batches of ``micro_batch_size`` examples (default: the whole batch), their
-gradients accumulated, so the step is the same (up to round-off) whatever the
-micro-batch.  On an out-of-memory error the run halves its micro-batch and redoes the
-step (the optimiser has not moved yet), and records it; only at micro-batch 1 does it
-fail.  Precision and loss scaling: :mod:`lensllm.hf.amp`.
+gradients accumulated, so the step is the same whatever the micro-batch (up to
+round-off, and to dropout, whose random masks are drawn per micro-batch).  On an
+out-of-memory error the run halves its micro-batch and redoes the step (the optimiser
+has not moved yet), and records it; only at micro-batch 1 does it fail.  Precision and
+loss scaling: :mod:`lensllm.hf.amp`.
 
 Determinism: the same candidate, task, size, seed, config and torch thread count give
 bit-identical losses.  The thread count matters because CPU kernels split reductions
@@ -367,15 +368,19 @@ class _Session:
     def _shrink(self, size: int, stage: str) -> int:
         """Half the batch after an out-of-memory error (recorded); at 1, give up."""
         release_memory(self.device)
+        # a training step is numbered as it will be once done; an evaluation by the step
+        # whose weights it evaluates (0: the pretrained model)
+        step = self.step + 1 if stage == "train" else self.step
         if size <= 1:
+            where = f"at training step {step}" if stage == "train" else (
+                f"evaluating after step {step}")
             raise InputError(
-                f"out of {self.device.type.upper()} memory at {stage} step {self.step + 1} "
-                "even with one example per batch; lower max_length, set "
-                "gradient_checkpointing: true, use method: lora, or pick a smaller model"
+                f"out of {self.device.type.upper()} memory {where} even with one example "
+                "per batch; lower max_length, set gradient_checkpointing: true, use method: "
+                "lora, or pick a smaller model"
             )
         size = max(1, size // 2)
-        self.oom_retries.append({"step": self.step + 1, "stage": stage,
-                                 "micro_batch_size": size})
+        self.oom_retries.append({"step": step, "stage": stage, "micro_batch_size": size})
         return size
 
     def _on_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
