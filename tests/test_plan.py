@@ -110,3 +110,36 @@ def test_no_measure_needs_plan(hub_setup) -> None:
     assert out.returncode == 2
     assert out.stderr.strip() == ("error: --no-measure applies to --plan only; add --plan, "
                                   "or drop it")
+
+
+def test_adaptive_plan_separates_the_first_rungs_from_what_the_budget_allows(
+        micro: dict[str, Any], tmp_path: Path) -> None:
+    from lensllm.run.config import parse_config
+    from lensllm.run.pipeline import RunProgress
+    from lensllm.run.plan import make_plan
+
+    names = sorted(micro["candidates"])
+    data = {"name": "adaptive", "cache_dir": str(micro["cache"]),
+            "task": {"path": str(micro["task"]), "n0": 8, "val_size": 32},
+            "candidates": [{"name": n, "path": micro["candidates"][n]} for n in names],
+            "sizes": [8, 16, 32, 64, 128], "budget": 128, "target": 4096,
+            "search": "adaptive", "flops_budget": 0.05,
+            "training": {"batch_size": 8, "max_length": 32, "max_epochs": 2},
+            "ntk": {"enabled": False}}
+    config = parse_config(data, source=tmp_path / "adaptive.yaml")
+    plan = make_plan(config, measure=False, verify=True, progress=RunProgress(quiet=True))
+    phases = {(j.kind, j.size, j.phase) for j in plan.jobs}
+    assert {p for k, s, p in phases if k == "finetune" and s in (8, 16, 32)} == {"first rungs"}
+    assert {p for k, s, p in phases if k == "finetune" and s in (64, 128)} == {"further rungs"}
+    assert {p for k, s, p in phases if s == 4096} == {"verify"}
+    assert not any(j.kind == "ntk" for j in plan.jobs)
+    least = plan.totals["at least (start and first rungs)"]
+    most = plan.totals["at most (within the FLOPs budget)"]
+    further = sum(j.flops for j in plan.jobs if j.phase == "further rungs")
+    # the further rungs are charged up to what the FLOPs budget leaves after the first
+    cap = 0.05 * plan.reference_flops
+    assert most["flops"] == pytest.approx(min(least["flops"] + further,
+                                              max(cap, least["flops"])))
+    assert least["jobs"] == 3 + 9 and most["jobs"] == 3 + 15
+    assert plan.totals["with --verify"]["jobs"] == 3 + 18
+    assert "at most (within the FLOPs budget): 18 jobs" in plan.to_text()
