@@ -103,6 +103,14 @@ def run_cli(config: Path, run_dir: Path, *extra: str, fault: str | None = None,
                           text=True, timeout=timeout, env=cli_env())
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux /proc): pool workers, the local Ray a
+    coordinator started, their helpers."""
+    from lensllm.run.executors.watchdog import descendants as below
+
+    return list(below(pid))
+
+
 def strip_volatile(value: Any) -> Any:
     """A result without its wall times, thread counts and memory readings."""
     if isinstance(value, dict):

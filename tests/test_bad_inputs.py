@@ -3,8 +3,9 @@
 Each case writes its files into a fresh folder, runs ``python -m lensllm ...`` there in
 a subprocess (relative paths, so the messages are exact) and checks that stderr is the
 single line ``error: ...`` -- no traceback, no warning, no progress -- and that the exit
-code is 2.  The messages are the ones the unit tests (test_curves.py, test_config.py,
-test_selectors.py) pin down, seen from the outside.
+code is 2.  This table is where the exact lines of these faults are pinned; the curve
+files' cases also run in-process through ``load_curves`` (quick), and the unit tests
+(test_curves.py) check only where and what for the faults seen here.
 
 Cases run concurrently (each is a separate interpreter, mostly importing).  The quick
 suite runs a dozen (one per kind of fault, ~10 s on 2 cores); ``-m slow`` runs all 50.
@@ -350,10 +351,22 @@ def outcomes(request, tmp_path_factory) -> dict[str, tuple[subprocess.CompletedP
         return {cid: (future.result(), jobs[cid][1]) for cid, future in futures.items()}
 
 
-def test_at_least_twenty_cases_over_both_kinds_of_input():
-    assert sum(c.argv[0] == "select" for c in CASES) >= 10
-    assert sum(c.argv[0] == "run" for c in CASES) >= 10
-    assert len({c.id for c in CASES}) == len(CASES)
+CURVE_FILE_CASES = [c for c in CASES if c.argv[:2] == ("select", "t.csv")
+                    and c.message.startswith("t.csv: ") and not c.drop_file_caps]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CURVE_FILE_CASES])
+def test_the_curve_reader_raises_the_line_the_cli_prints(case, tmp_path, monkeypatch):
+    """Every curve-file fault, in-process and quick (most CLI runs above are slow): the
+    reader's InputError is exactly the line the command prints after 'error: '."""
+    from lensllm.core.curves import load_curves
+    from lensllm.errors import InputError
+
+    _make(case, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError) as info:
+        load_curves("t.csv")
+    assert str(info.value) == case.message
 
 
 @pytest.mark.parametrize("case", _params())

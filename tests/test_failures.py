@@ -35,7 +35,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("yaml")
 
 from lensllm.run.store import Store, write_record
-from micro_runs import SIZES, cli_args, cli_env, run_cli, strip_volatile, write_config
+from micro_runs import SIZES, cli_args, cli_env, descendants, run_cli, strip_volatile, write_config
 
 pytestmark = pytest.mark.torch
 
@@ -110,23 +110,6 @@ def _done_rows(db_path: Path) -> int:
         return 0
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (Linux /proc), e.g. the local Ray a coordinator started."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
 def _kill_and_resume(config: Path, run_dir: Path, reference: dict[str, Any]) -> set[str]:
     """Start the run, SIGKILL the coordinator mid-search, restart it; check that nothing
     finished was lost or redone.  Returns the keys recovered from worker records."""
@@ -140,7 +123,7 @@ def _kill_and_resume(config: Path, run_dir: Path, reference: dict[str, Any]) -> 
             assert proc.poll() is None, "the run ended before it could be killed"
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        helpers = _descendants(proc.pid)
+        helpers = descendants(proc.pid)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()

@@ -7,7 +7,6 @@ found by their keys.
 
 from __future__ import annotations
 
-import gzip
 import importlib.util
 import json
 import os
@@ -74,23 +73,6 @@ def test_pinned_zoo_hashes(tmp_path: Path) -> None:
         "b24ef14c97da50351e93882eb3d375da7551031d3fe54ffeeed22b02b2c15ea8")
     assert derive_seed(0, "task", "pydoc-topics") == 5496864193405377170
     assert derive_seed(0, "candidate", "d64-L2-pt1000") == 287943643620064866
-    from lensllm.zoo import corpora
-    from lensllm.zoo.tasks import build_task
-
-    node = ("\x1f\nFile: python.info,  Node: {title},  Next: X,  Up: Top\n\n{title}\n{rule}\n\n"
-            "The *note print(): 1a. function writes text to a stream(1). It accepts any\n"
-            "number of positional arguments and converts each with *note str(): 2b.\n\n"
-            "   print('{title}', end='')\n\n* Menu:\n\n* Child::\n\n"
-            "   ---------- Footnotes ----------\n\n   (1) https://example.org/stream\n")
-    info = tmp_path / "python.info.gz"
-    with gzip.open(info, "wt", encoding="utf-8") as handle:
-        handle.write("This is python.info, produced by makeinfo.\n")
-        for title in ("Built-in Functions", "Printing"):
-            handle.write(node.format(title=title, rule="=" * len(title)))
-    path = build_task(tmp_path, source="python-info", info_path=info, min_chars=20,
-                      max_chars=400, test_examples=1)
-    assert corpora.sha256_file(path) == (
-        "9ddd8cf09b1d4b3a38aa18ab1f23e32d517599d4013e14802c5970bae916951f")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("safetensors") is None

@@ -144,3 +144,17 @@ def test_the_rule_catches_an_upward_import(tmp_path):
     target = _resolve(f"{node.module}.{node.names[0].name}")
     assert target == "lensllm.run.pipeline"
     assert _layer(target)[0] > _layer("lensllm.core.curves")[0]
+
+
+def test_bench_never_imports_torch():
+    # the numerical commands must work without the finetune extra and start fast
+    import subprocess
+
+    code = ("import sys; from lensllm.cli import main\n"
+            "try:\n    main(['bench', '--tasks', 'flan', '--methods', 'ats,lensllm'])\n"
+            "except SystemExit as exit:\n    assert not exit.code, exit.code\n"
+            "heavy = sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules)\n"
+            "print('heavy:', heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip().endswith("heavy: []"), out

@@ -115,8 +115,8 @@ def test_no_measure_needs_plan(hub_setup) -> None:
 def test_adaptive_plan_separates_the_first_rungs_from_what_the_budget_allows(
         micro: dict[str, Any], tmp_path: Path) -> None:
     from lensllm.run.config import parse_config
-    from lensllm.run.pipeline import RunProgress
     from lensllm.run.plan import make_plan
+    from lensllm.run.progress import RunProgress
 
     names = sorted(micro["candidates"])
     data = {"name": "adaptive", "cache_dir": str(micro["cache"]),
@@ -125,7 +125,7 @@ def test_adaptive_plan_separates_the_first_rungs_from_what_the_budget_allows(
             "sizes": [8, 16, 32, 64, 128], "budget": 128, "target": 4096,
             "search": "adaptive", "flops_budget": 0.05,
             "training": {"batch_size": 8, "max_length": 32, "max_epochs": 2},
-            "ntk": {"enabled": False}}
+            "ntk": {"enabled": False}, "executor": {"kind": "local", "workers": 2}}
     config = parse_config(data, source=tmp_path / "adaptive.yaml")
     plan = make_plan(config, measure=False, verify=True, progress=RunProgress(quiet=True))
     phases = {(j.kind, j.size, j.phase) for j in plan.jobs}
@@ -133,6 +133,7 @@ def test_adaptive_plan_separates_the_first_rungs_from_what_the_budget_allows(
     assert {p for k, s, p in phases if k == "finetune" and s in (64, 128)} == {"further rungs"}
     assert {p for k, s, p in phases if s == 4096} == {"verify"}
     assert not any(j.kind == "ntk" for j in plan.jobs)
+    assert plan.parallel == 2  # the local executor's two workers run a rung side by side
     least = plan.totals["at least (start and first rungs)"]
     most = plan.totals["at most (within the FLOPs budget)"]
     further = sum(j.flops for j in plan.jobs if j.phase == "further rungs")

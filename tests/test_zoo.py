@@ -245,6 +245,9 @@ def test_task_from_texinfo_manual(tmp_path: Path) -> None:
             handle.write(node.format(title=title, rule="=" * len(title)))
     path = build_task(tmp_path, source="python-info", info_path=info, min_chars=20,
                       max_chars=400, test_examples=1)
+    # pinned: the zoo's task files must stay byte-identical across refactorings
+    assert corpora.sha256_file(path) == (
+        "9ddd8cf09b1d4b3a38aa18ab1f23e32d517599d4013e14802c5970bae916951f")
     texts = sorted(read_task(path))
     assert len(texts) == 2
     assert texts[0].startswith("Built-in Functions\nThe print() function writes text to a "

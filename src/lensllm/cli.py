@@ -254,6 +254,12 @@ def fit(curves: Path, model: str, law: str, budget: int | None, target: int | No
               help="Override the config's run directory.")
 @click.option("--format", "fmt", type=SELECT_FORMATS, default="table", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--wait", is_flag=True,
+              help="If another run holds the run directory, wait for it to end instead "
+                   "of refusing.")
+@click.option("--force", is_flag=True,
+              help="Continue a run directory made with a different config (finished jobs "
+                   "whose settings still match are reused).")
 @click.option("--plan", "plan_only", is_flag=True,
               help="Print every job the run would start, its tokens, FLOPs and estimated "
                    "time, and train nothing.")
@@ -261,12 +267,14 @@ def fit(curves: Path, model: str, law: str, budget: int | None, target: int | No
               help="With --plan: skip the short measured run per candidate (no times).")
 def run_cmd(config: Path, verify: bool, flops_budget: float | None, search: str | None,
             executor_kind: str | None, workers: int | None, run_dir: Path | None, fmt: str,
-            quiet: bool, plan_only: bool, no_measure: bool) -> None:
+            quiet: bool, wait: bool, force: bool, plan_only: bool, no_measure: bool) -> None:
     """Fine-tune, measure NTKs, fit, rank and report, from a YAML run config."""
     from lensllm.report.bench import selection_table
     from lensllm.report.run_report import write_report
     from lensllm.run.config import load_config
-    from lensllm.run.pipeline import RunProgress, run, summary_json
+    from lensllm.run.lock import RunLock
+    from lensllm.run.pipeline import run, summary_json
+    from lensllm.run.progress import RunProgress, duration
 
     if no_measure and not plan_only:
         raise InputError("--no-measure applies to --plan only; add --plan, or drop it")
@@ -284,8 +292,11 @@ def run_cmd(config: Path, verify: bool, flops_budget: float | None, search: str 
         return
     # stdout carries only the result: whatever the run prints (Ray's notices of dead
     # workers, library chatter) goes to stderr, so --format json stays parseable.
-    with contextlib.redirect_stdout(sys.stderr):
-        outcome = run(cfg, verify=verify, progress=RunProgress(quiet=quiet))
+    progress = RunProgress(quiet=quiet)
+    # The lock covers the report too: a run that waited must not overwrite it midway.
+    with contextlib.redirect_stdout(sys.stderr), \
+            RunLock(cfg.run_dir, wait=wait, notify=progress.message):
+        outcome = run(cfg, verify=verify, progress=progress, force=force, locked=True)
         report = write_report(outcome)
     if fmt == "json":
         _echo(json.dumps(summary_json(outcome, report), indent=1, default=str))
@@ -300,7 +311,7 @@ def run_cmd(config: Path, verify: bool, flops_budget: float | None, search: str 
         from lensllm.report.bench import evaluation_tables
 
         _echo("\nverification on these candidates:\n" + evaluation_tables(outcome.verify))
-    _echo(f"report: {report}  ({outcome.wall_seconds:.0f} s)")
+    _echo(f"report: {report}  ({duration(outcome.wall_seconds)})")
 
 
 @app.group()

@@ -1,4 +1,4 @@
-"""Loss curves: the data model, the file formats, and validation at the boundary.
+"""Loss curves: the validated data model and the file formats.
 
 A :class:`Curve` is what lensllm knows about one candidate model on one task: test
 losses after fine-tuning on nested subsets of increasing size, the zero-shot loss
@@ -17,6 +17,11 @@ Three file formats load into a CurveSet (see :func:`load_curves`):
   "zero_shot", "params", "family", "ntk": {...}, "metrics": {...}}]}``; the only
   format that carries NTK spectra and weight-spectrum metrics, written by
   ``lensllm run``.
+
+Validation lives in the data model (:class:`Curve`, :class:`NTKSpectrum`,
+:class:`CurveSet`), so a curve built from a file, by the API or by a run is checked
+the same way.  The readers parse text into numbers and leave the checks to the model;
+they catch a :class:`CurveError` and report it at its line and column instead.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import io
 import json
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +61,13 @@ class NTKSpectrum:
     info: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
-        lam = np.asarray(self.eigenvalues, dtype=float).ravel()
-        a = np.asarray(self.projections, dtype=float).ravel()
+        try:
+            lam = np.asarray(self.eigenvalues, dtype=float).ravel()
+            a = np.asarray(self.projections, dtype=float).ravel()
+            rate = float(self.learning_rate)
+            steps = None if self.steps is None else float(self.steps)
+        except (TypeError, ValueError):
+            raise InputError("ntk: values must be numbers") from None
         if lam.size == 0 or lam.shape != a.shape:
             raise InputError(
                 "ntk: 'eigenvalues' and 'projections' must be non-empty lists of equal length"
@@ -66,9 +76,9 @@ class NTKSpectrum:
             raise InputError("ntk: eigenvalues and projections must be finite numbers")
         if np.any(a < 0):
             raise InputError("ntk: projections are squared norms and must be >= 0")
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+        if not (math.isfinite(rate) and rate > 0):
             raise InputError("ntk: 'learning_rate' must be a finite number > 0")
-        if self.steps is not None and not (math.isfinite(self.steps) and self.steps >= 0):
+        if steps is not None and not (math.isfinite(steps) and steps >= 0):
             raise InputError("ntk: 'steps' must be a finite number >= 0")
         # Tiny negative eigenvalues are round-off of a PSD kernel.
         object.__setattr__(self, "eigenvalues", np.clip(lam, 0.0, None))
@@ -112,9 +122,94 @@ class NTKSpectrum:
             raise InputError(str(exc).replace("ntk:", f"{where}:", 1)) from None
 
 
+#: limits shared by the data model and the file readers
+MAX_LOSS = 1e6
+MAX_SIZE = 1e15
+
+
+class CurveError(InputError):
+    """An invalid value in a curve: the model, the point or field, and what is wrong.
+
+    ``point`` is a data size (0 = the zero-shot loss) or a field name (``"params"``,
+    ``"family"``, ``"metrics"``).  ``problem`` may hold ``{value}``, the offending value:
+    the file readers catch the error and put the file, line and column in front of
+    :meth:`describe` given the cell's own text, so a file's message quotes the file.
+    """
+
+    def __init__(self, model: str, point: int | str, problem: str, value: str = "") -> None:
+        self.model = model
+        self.point = point
+        self.problem = problem
+        self.value = value
+        if isinstance(point, str):
+            label = point
+        else:
+            label = "zero-shot (size 0)" if point == 0 else f"size {point}"
+        super().__init__(f"model {model!r}, {label}: {self.describe()}")
+
+    def describe(self, value: str | None = None) -> str:
+        """What is wrong, quoting ``value`` (default: the value as the model holds it)."""
+        return self.problem.format(value=self.value if value is None else value)
+
+
+def _check_loss(model: str, point: int, value: float) -> None:
+    if math.isnan(value):
+        raise CurveError(model, point, "loss is NaN; losses must be finite and > 0")
+    if math.isinf(value):
+        raise CurveError(model, point, "loss is infinite; losses must be finite and > 0")
+    if value <= 0:
+        raise CurveError(model, point, "loss {value} is <= 0; losses must be finite and > 0",
+                         f"{value:g}")
+    if value > MAX_LOSS:
+        raise CurveError(model, point, "loss {value} is implausibly large (> 1e6)",
+                         f"{value:g}")
+
+
+def _number(model: str, point: int | str, value: Any, what: str) -> float:
+    if isinstance(value, bool):
+        raise CurveError(model, point, f"{what} must be a number, got {{value}}", repr(value))
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise CurveError(model, point, f"{what} must be a number, got {{value}}",
+                         repr(value)) from None
+
+
+def _as_sizes(model: str, sizes: Any) -> np.ndarray:
+    """Data sizes as int64: whole numbers from 1 to 1e15 (size 0 is the zero-shot loss)."""
+    values = np.asarray(sizes).ravel()
+    if values.dtype.kind not in "iu":
+        try:
+            values = values.astype(float)
+        except (TypeError, ValueError):
+            raise InputError(f"model {model!r}: sizes must be numbers of examples") from None
+        bad = ~np.isfinite(values) | (values != np.round(values))
+        if bad.any():
+            raise InputError(f"model {model!r}: {values[bad][0]:g} is not a data size (a "
+                             "whole number of examples)")
+    if values.size and values.min() < 1:
+        if values.min() < 0:
+            raise InputError(f"model {model!r}: {values.min():g} is not a data size (a whole "
+                             "number of examples)")
+        raise InputError(f"model {model!r}: size 0 is the zero-shot point; give its loss as "
+                         "zero_shot")
+    if values.size and values.max() > MAX_SIZE:
+        raise InputError(f"model {model!r}: data size {values.max():g} is implausibly large "
+                         "(> 1e15 examples)")
+    return values.astype(np.int64, copy=False)
+
+
 @dataclass(frozen=True)
 class Curve:
-    """Test loss of one candidate model on one task versus fine-tuning data size."""
+    """Test loss of one candidate model on one task versus fine-tuning data size.
+
+    Validated on construction, whatever builds it (a file reader, the API, a run):
+    ``model`` a non-empty name; ``sizes`` whole numbers >= 1, each once (stored sorted,
+    with their losses); losses and ``zero_shot`` finite, > 0 and at most 1e6;
+    ``params`` > 0; ``family`` a string; ``metrics`` a mapping of names to numbers.
+    An :class:`InputError` (a :class:`CurveError` for a bad value) names the model,
+    the point and what is wrong.
+    """
 
     model: str
     sizes: np.ndarray
@@ -127,13 +222,42 @@ class Curve:
     metrics: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
-        sizes = np.asarray(self.sizes, dtype=np.int64).ravel()
-        losses = np.asarray(self.losses, dtype=float).ravel()
+        model = self.model
+        if not isinstance(model, str) or not model.strip():
+            raise InputError(f"curve: the model name must be a non-empty string, got {model!r}")
+        sizes = _as_sizes(model, self.sizes)
+        try:
+            losses = np.asarray(self.losses, dtype=float).ravel()
+        except (TypeError, ValueError):
+            raise InputError(f"model {model!r}: losses must be numbers") from None
         if sizes.shape != losses.shape:
-            raise InputError(f"model {self.model!r}: sizes and losses differ in length")
+            raise InputError(f"model {model!r}: sizes and losses differ in length")
+        if self.zero_shot is not None:
+            _check_loss(model, 0, _number(model, 0, self.zero_shot, "loss"))
         order = np.argsort(sizes, kind="stable")
-        object.__setattr__(self, "sizes", sizes[order])
-        object.__setattr__(self, "losses", losses[order])
+        sizes, losses = sizes[order], losses[order]
+        twice = sizes[1:] == sizes[:-1]
+        if twice.any():
+            raise InputError(f"model {model!r} has two losses for size {sizes[1:][twice][0]}")
+        if not np.all((losses > 0) & (losses <= MAX_LOSS)):  # NaN fails both
+            for n, value in zip(sizes.tolist(), losses.tolist(), strict=True):
+                _check_loss(model, n, value)
+        if self.params is not None:
+            params = _number(model, "params", self.params, "parameter count")
+            if not (math.isfinite(params) and params > 0):
+                raise CurveError(model, "params", "parameter count must be > 0")
+        if self.family is not None and not isinstance(self.family, str):
+            raise CurveError(model, "family", "'family' must be a string")
+        if self.ntk is not None and not isinstance(self.ntk, NTKSpectrum):
+            raise InputError(f"model {model!r}: 'ntk' must be an NTKSpectrum")
+        if self.metrics is not None:
+            if not isinstance(self.metrics, dict) or not all(
+                    isinstance(k, str) and isinstance(v, int | float | np.number)
+                    and not isinstance(v, bool) for k, v in self.metrics.items()):
+                raise CurveError(model, "metrics", "'metrics' must map names to numbers")
+            object.__setattr__(self, "metrics", {k: float(v) for k, v in self.metrics.items()})
+        object.__setattr__(self, "sizes", sizes)
+        object.__setattr__(self, "losses", losses)
 
     def __len__(self) -> int:
         return int(self.sizes.size)
@@ -141,7 +265,10 @@ class Curve:
     def within(self, budget: float) -> Curve:
         """The same curve restricted to the sizes ``<= budget`` (zero-shot kept)."""
         keep = self.sizes <= budget
-        return replace(self, sizes=self.sizes[keep], losses=self.losses[keep])
+        # A part of a valid curve is valid: no checks again (the protocol's hot path).
+        part = object.__new__(type(self))
+        part.__dict__.update(self.__dict__, sizes=self.sizes[keep], losses=self.losses[keep])
+        return part
 
     def loss_at(self, n: int) -> float | None:
         """Measured loss at exactly ``n`` examples (0 = zero-shot), or None."""
@@ -157,6 +284,9 @@ class CurveSet(Sequence[Curve]):
     def __init__(self, curves: Iterable[Curve], task: str = "curves") -> None:
         self._curves = tuple(curves)
         self.task = task
+        for i, curve in enumerate(self._curves):
+            if not isinstance(curve, Curve):
+                raise InputError(f"{task}: item {i} is not a Curve ({type(curve).__name__})")
         if not self._curves:
             raise InputError(f"{task}: no model curves found")
         self._index: dict[str, int] = {}
@@ -279,51 +409,50 @@ def _parse_size(text: str, where: str) -> int:
             from None
     if not math.isfinite(value) or value < 0 or value != int(value):
         raise InputError(f"{where}: {text!r} is not a data size (a whole number of examples)")
-    if value > 1e15:
+    if value > MAX_SIZE:
         raise InputError(f"{where}: data size {text!r} is implausibly large (> 1e15 examples)")
     return int(value)
 
 
-def _parse_loss(text: str, model: str, column: str, source: str) -> float:
-    where = f"{source}: model {model!r}, column {column!r}"
+def _parse_number(text: str, where: str, what: str) -> float:
+    """A loss or parameter-count cell as a float; whether it is valid is the Curve's call."""
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
-        raise InputError(f"{where}: loss {text!r} is not a number") from None
-    if math.isnan(value):
-        raise InputError(f"{where}: loss is NaN; losses must be finite and > 0")
-    if math.isinf(value):
-        raise InputError(f"{where}: loss is infinite; losses must be finite and > 0")
-    if value <= 0:
-        raise InputError(f"{where}: loss {text.strip()} is <= 0; losses must be finite and > 0")
-    if value > 1e6:
-        raise InputError(f"{where}: loss {text.strip()} is implausibly large (> 1e6)")
-    return value
+        raise InputError(f"{where}: {what} {text!r} is not a number") from None
 
 
 def _parse_params(text: str, model: str, source: str, column: str) -> float | None:
     if text.strip() == "":
         return None
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise InputError(
             f"{source}: model {model!r}, column {column!r}: {text!r} is not a parameter count"
         ) from None
-    if not math.isfinite(value) or value <= 0:
-        raise InputError(
-            f"{source}: model {model!r}, column {column!r}: parameter count must be > 0"
-        )
-    return value
 
 
-def _build_curve(model: str, points: dict[int, float], params: float | None,
-                 family: str | None, ntk: NTKSpectrum | None = None) -> Curve:
+#: where each value of a curve came from: point or field -> (file location, cell text)
+Where = dict[int | str, tuple[str, str | None]]
+
+
+def _build_curve(model: str, points: dict[int, float], where: Where, *,
+                 params: float | None = None, family: str | None = None,
+                 ntk: NTKSpectrum | None = None, metrics: Any = None) -> Curve:
+    """The Curve of a file's values; a value the data model rejects is reported at its
+    place in the file (``where``), quoting the file's own text."""
     zero = points.pop(0, None)
     sizes = np.fromiter(points.keys(), dtype=np.int64, count=len(points))
     losses = np.fromiter(points.values(), dtype=float, count=len(points))
-    return Curve(model=model, sizes=sizes, losses=losses, zero_shot=zero, params=params,
-                 family=family or None, ntk=ntk)
+    try:
+        return Curve(model=model, sizes=sizes, losses=losses, zero_shot=zero, params=params,
+                     family=None if family == "" else family, ntk=ntk, metrics=metrics)
+    except CurveError as exc:
+        if exc.point not in where:
+            raise
+        location, text = where[exc.point]
+        raise InputError(f"{location}: {exc.describe(text)}") from None
 
 
 def _read_rows(text: str, source: str) -> list[list[str]]:
@@ -371,16 +500,20 @@ def _parse_wide(rows: list[list[str]], source: str, task: str) -> CurveSet:
         model = row[0].strip()
         if not model:
             raise InputError(f"{source}: line {line} has an empty model name")
-        points = {}
+        points: dict[int, float] = {}
+        where: Where = {}
         for size, j in size_columns.items():
             cell = row[j].strip()
             if cell == "":
                 continue  # not measured
-            points[size] = _parse_loss(cell, model, header[j], source)
-        params = _parse_params(row[meta["size"]], model, source, "size") if "size" in meta \
-            else None
+            where[size] = (f"{source}: model {model!r}, column {header[j]!r}", cell)
+            points[size] = _parse_number(cell, where[size][0], "loss")
+        params = None
+        if "size" in meta:
+            params = _parse_params(row[meta["size"]], model, source, "size")
+            where["params"] = (f"{source}: model {model!r}, column 'size'", None)
         family = row[meta["family"]].strip() if "family" in meta else None
-        curves.append(_build_curve(model, points, params, family))
+        curves.append(_build_curve(model, points, where, params=params, family=family))
     return CurveSet(curves, task=task)
 
 
@@ -420,6 +553,7 @@ def _parse_long(rows: list[list[str]], source: str, task: str | None) -> CurveSe
     task = task or Path(source).stem
 
     points: dict[str, dict[int, float]] = {}
+    where: dict[str, Where] = {}
     params: dict[str, float | None] = {}
     family: dict[str, str | None] = {}
     for line, row in enumerate(rows[1:], start=2):
@@ -433,22 +567,27 @@ def _parse_long(rows: list[list[str]], source: str, task: str | None) -> CurveSe
         if not model:
             raise InputError(f"{source}: line {line} has an empty model name")
         n = _parse_size(row[col["n"]].strip(), f"{source}: line {line}, column 'n'")
-        loss = _parse_loss(row[col["loss"]].strip(), model, "loss", f"{source}: line {line}")
+        cell = row[col["loss"]].strip()
+        location = f"{source}: line {line}: model {model!r}, column 'loss'"
         curve_points = points.setdefault(model, {})
+        curve_where = where.setdefault(model, {})
         if n in curve_points:
             raise InputError(f"{source}: model {model!r} has two losses for size {n}")
-        curve_points[n] = loss
+        curve_points[n] = _parse_number(cell, location, "loss")
+        curve_where[n] = (location, cell)
         if "params" in col:
             p = _parse_params(row[col["params"]], model, source, "params")
-            if params.setdefault(model, p) != p:
+            first = params.setdefault(model, p)
+            if first != p and not (first is not None and p is not None
+                                   and math.isnan(first) and math.isnan(p)):
                 raise InputError(f"{source}: model {model!r} has two different 'params' values")
+            curve_where["params"] = (f"{source}: model {model!r}, column 'params'", None)
         if "family" in col:
             f = row[col["family"]].strip() or None
             if family.setdefault(model, f) != f:
                 raise InputError(f"{source}: model {model!r} has two different 'family' values")
-    curves = [
-        _build_curve(m, pts, params.get(m), family.get(m)) for m, pts in points.items()
-    ]
+    curves = [_build_curve(m, pts, where[m], params=params.get(m), family=family.get(m))
+              for m, pts in points.items()]
     return CurveSet(curves, task=task)
 
 
@@ -472,7 +611,9 @@ def _parse_json(text: str, source: str, task: str | None) -> CurveSet:
         model = entry.get("model")
         if not isinstance(model, str) or not model.strip():
             raise InputError(f"{where}: 'model' must be a non-empty string")
+        model = model.strip()
         pts: dict[int, float] = {}
+        here: Where = {"family": (where, None), "metrics": (where, None)}
         raw_points = entry.get("points", [])
         if not isinstance(raw_points, list):
             raise InputError(f"{where}: 'points' must be a list of [n, loss] pairs")
@@ -482,28 +623,24 @@ def _parse_json(text: str, source: str, task: str | None) -> CurveSet:
             n = _parse_size(str(point[0]), f"{where}, point {point!r}")
             if n in pts:
                 raise InputError(f"{source}: model {model!r} has two losses for size {n}")
-            pts[n] = _parse_loss(str(point[1]), model, str(n), source)
+            here[n] = (f"{source}: model {model!r}, column {str(n)!r}", str(point[1]).strip())
+            pts[n] = _parse_number(str(point[1]), here[n][0], "loss")
         if entry.get("zero_shot") is not None:
             if 0 in pts:
                 raise InputError(f"{source}: model {model!r} has two zero-shot losses")
-            pts[0] = _parse_loss(str(entry["zero_shot"]), model, "zero_shot", source)
-        params = None if entry.get("params") is None else _parse_params(
-            str(entry["params"]), model, source, "params")
-        family = entry.get("family")
-        if family is not None and not isinstance(family, str):
-            raise InputError(f"{where}: 'family' must be a string")
+            here[0] = (f"{source}: model {model!r}, column 'zero_shot'",
+                       str(entry["zero_shot"]).strip())
+            pts[0] = _parse_number(here[0][1], here[0][0], "loss")
+        params = None
+        if entry.get("params") is not None:
+            params = _parse_params(str(entry["params"]), model, source, "params")
+            here["params"] = (f"{source}: model {model!r}, column 'params'", None)
         ntk = None
         if entry.get("ntk") is not None:
             ntk = NTKSpectrum.from_dict(entry["ntk"], where=f"{where}.ntk")
         metrics = entry.get("metrics")
-        if metrics is not None:
-            if not isinstance(metrics, dict) or not all(
-                    isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
-                    for k, v in metrics.items()):
-                raise InputError(f"{where}: 'metrics' must map names to numbers")
-            metrics = {k: float(v) for k, v in metrics.items()}
-        curve = _build_curve(model.strip(), pts, params, family, ntk)
-        curves.append(replace(curve, metrics=metrics) if metrics else curve)
+        curves.append(_build_curve(model, pts, here, params=params, family=entry.get("family"),
+                                   ntk=ntk, metrics=None if metrics == {} else metrics))
     return CurveSet(curves, task=name)
 
 

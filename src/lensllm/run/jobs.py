@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from lensllm.errors import InputError
 from lensllm.run.executors.base import Job, JobFailure, JobRunner
+from lensllm.run.progress import beating, training_callback
 from lensllm.run.store import write_record
 
 if TYPE_CHECKING:
@@ -47,7 +48,8 @@ def finetune(job: Job) -> dict[str, Any]:
     spec = job.spec
     config = TrainConfig.from_dict(spec["training"])
     result = run_finetune(candidate, task, int(job.size or 0), seed=job.seed, config=config,
-                          cache_dir=spec.get("cache_dir"), device=spec.get("device", "auto"))
+                          cache_dir=spec.get("cache_dir"), device=spec.get("device", "auto"),
+                          progress=training_callback())
     return result.to_dict()
 
 
@@ -158,7 +160,9 @@ def execute(job: Job, runner: JobRunner | None = None) -> dict[str, Any] | JobFa
     """Run a job here with ``runner`` (default :func:`run_job`); on success write its
     record atomically and return the payload, on failure return a JobFailure."""
     try:
-        result = (runner or run_job)(job)
+        # the job's heartbeat (stage, step, loss) for the coordinator's progress display
+        with beating(job.records_dir, job.key, job.label()):
+            result = (runner or run_job)(job)
     except Exception as exc:  # every failure becomes data for the coordinator
         return JobFailure.from_exception(exc, traceback.format_exc(limit=8))
     payload = {"kind": job.kind, "candidate": job.candidate, "size": job.size,

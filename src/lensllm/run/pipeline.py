@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,45 +34,15 @@ from lensllm.core.search import FlopsLedger, HalvingResult
 from lensllm.core.selectors import Selection, Selector
 from lensllm.errors import InputError, LensLLMError
 from lensllm.run.config import RunConfig, ZooCandidates
+from lensllm.run.confighash import check_config
 from lensllm.run.executors import Executor, Job, JobFailure, make_executor
+from lensllm.run.lock import RunLock, ensure_writable
+from lensllm.run.progress import RunProgress, duration, heartbeat_dir
 from lensllm.run.store import Store, job_key
 
 if TYPE_CHECKING:  # the Hugging Face layer imports torch: only for the type checker
     from lensllm.core.evaluation import Evaluation
     from lensllm.hf import Candidate, Task
-
-
-class RunProgress:
-    """A one-line progress bar on stderr (plain lines when not a terminal)."""
-
-    def __init__(self, stream: TextIO | None = None, quiet: bool = False) -> None:
-        self.stream = stream or sys.stderr
-        self.quiet = quiet
-        self.tty = getattr(self.stream, "isatty", lambda: False)()
-
-    def message(self, text: str) -> None:
-        if not self.quiet:
-            self.stream.write(("\r\033[K" if self.tty else "") + text + "\n")
-            self.stream.flush()
-
-    def warn(self, text: str) -> None:
-        """A warning: shown even with ``quiet`` (it is not progress)."""
-        self.stream.write(("\r\033[K" if self.tty else "") + f"warning: {text}\n")
-        self.stream.flush()
-
-    def bar(self, done: int, total: int, text: str) -> None:
-        if self.quiet:
-            return
-        width = 24
-        filled = int(width * done / total) if total else width
-        line = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {text}"
-        if self.tty:
-            self.stream.write("\r\033[K" + line[:120])
-            if done == total:
-                self.stream.write("\n")
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
 
 
 @dataclass
@@ -138,7 +109,7 @@ def _resolve(config: RunConfig, progress: RunProgress) -> tuple[dict[str, Any], 
         manifest = build_zoo(config.cache_dir, config.zoo.size, config.zoo.seed,
                              progress=progress.message)
         progress.message(f"zoo {manifest.size}: {len(manifest.candidates)} candidates ready "
-                         f"({time.perf_counter() - started:.0f} s)")
+                         f"({duration(time.perf_counter() - started)})")
         if isinstance(candidates, ZooCandidates):
             candidates = candidates.specs((r.name, str(r.path)) for r in manifest.candidates)
         if task.get("path") == "zoo":
@@ -149,11 +120,29 @@ def _resolve(config: RunConfig, progress: RunProgress) -> tuple[dict[str, Any], 
 
 
 def open_run(config: RunConfig, progress: RunProgress | None = None,
-             executor: Executor | None = None) -> RunContext:
-    """Resolve the candidates and the task, open the store, ingest worker records."""
+             executor: Executor | None = None, force: bool = False) -> RunContext:
+    """Open the store (refusing a changed config unless ``force``), resolve the
+    candidates and the task, ingest worker records.
+
+    The caller holds the run directory's lock (:class:`lensllm.run.lock.RunLock`)."""
+    progress = progress or RunProgress()
+    ensure_writable(config.cache_dir, "cache_dir", "cache_dir in the config")
+    store = Store(config.run_dir)
+    try:
+        return _open(config, store, progress, executor, force)
+    except BaseException:
+        store.close()
+        raise
+
+
+def _open(config: RunConfig, store: Store, progress: RunProgress, executor: Executor | None,
+          force: bool) -> RunContext:
     from lensllm.hf import Candidate, TrainConfig, load_task
 
-    progress = progress or RunProgress()
+    # Before the zoo build and the model loads: a refusal comes at once.
+    note = check_config(store, config, force)
+    if note:
+        progress.warn(note)
     specs, task_spec = _resolve(config, progress)
     candidates = {}
     for name, spec in specs.items():
@@ -167,7 +156,6 @@ def open_run(config: RunConfig, progress: RunProgress | None = None,
         raise InputError(f"{config.source.name}: {exc}") from None
     largest = max(config.sizes or [config.budget])
     task.check_size(largest)
-    store = Store(config.run_dir)
     store.set_meta("config", config.raw)
     ingested, corrupt = store.ingest_records()
     if ingested:
@@ -176,6 +164,10 @@ def open_run(config: RunConfig, progress: RunProgress | None = None,
         progress.warn(f"{len(corrupt)} corrupt or partial worker record(s) moved to "
                       f"{store.records_dir / 'corrupt'}; their jobs will be redone: "
                       f"{', '.join(corrupt)}")
+    # Heartbeats left by a run that died: nobody runs those jobs now (we hold the lock).
+    beats = heartbeat_dir(store.records_dir)
+    shutil.rmtree(beats, ignore_errors=True)
+    progress.watch(beats)
     store.log("start", detail={"argv": sys.argv[1:]})
     return RunContext(config=config, store=store,
                       executor=executor or make_executor(config.executor),
@@ -245,11 +237,15 @@ def run_jobs(ctx: RunContext, jobs: Sequence[Job], what: str) -> dict[str, dict[
             results[job.key] = done
         else:
             todo.append(job)
-    if not todo:
-        return results
-    total, finished = len(todo), 0
+    ctx.progress.reused_jobs(what, len(jobs) - len(todo), len(jobs))
+    if todo:
+        with ctx.progress.stage(what, len(todo)):
+            _run_todo(ctx, todo, results)
+    return results
+
+
+def _run_todo(ctx: RunContext, todo: list[Job], results: dict[str, dict[str, Any]]) -> None:
     retries = ctx.config.executor.retries
-    ctx.progress.bar(0, total, what)
     while todo:
         again = []
         for job in todo:
@@ -278,10 +274,10 @@ def run_jobs(ctx: RunContext, jobs: Sequence[Job], what: str) -> dict[str, dict[
                               outcome["result"], attempts=job.attempt)
                 (Path(job.records_dir) / f"{job.key}.json").unlink(missing_ok=True)
                 results[job.key] = outcome["result"]
-            finished += 1
-            ctx.progress.bar(finished, total, f"{what}: {job.label()}")
+            if job.records_dir:
+                (heartbeat_dir(job.records_dir) / f"{job.key}.json").unlink(missing_ok=True)
+            ctx.progress.job_done(job.key, job.label(), ok=job.key in results)
         todo = again
-    return results
 
 
 # ----------------------------------------------------------------------- curves
@@ -433,15 +429,31 @@ def search_adaptive(ctx: RunContext, sizes: Sequence[int], zero: dict[str, dict[
 # ---------------------------------------------------------------------- the run
 
 def run(config: RunConfig, *, verify: bool = False, progress: RunProgress | None = None,
-        executor: Executor | None = None) -> RunOutcome:
+        executor: Executor | None = None, force: bool = False, wait: bool = False,
+        locked: bool = False) -> RunOutcome:
     """Execute a run config end to end (resuming whatever the run directory holds).
 
     Writes the store and the curve exports into the run directory; the report is
     written from the returned outcome (:func:`lensllm.report.run_report.write_report`).
+    The run holds the run directory's lock throughout: another run on it is refused
+    (or, with ``wait``, waits); ``locked``: the caller holds it already (the command
+    line, until the report is written too).  A config other than the one the run
+    directory holds is refused unless ``force``.
     """
+    progress = progress or RunProgress()
+    if locked:
+        return _run(config, verify, progress, executor, force)
+    with RunLock(config.run_dir, wait=wait, notify=progress.message):
+        return _run(config, verify, progress, executor, force)
+
+
+def _run(config: RunConfig, verify: bool, progress: RunProgress, executor: Executor | None,
+         force: bool) -> RunOutcome:
     from lensllm.core.selectors import make_selector
 
-    ctx = open_run(config, progress, executor)
+    started = time.perf_counter()
+    ctx = open_run(config, progress, executor, force)
+    ctx.started = started  # the wall time includes loading the models and the task
     try:
         sizes = ladder(config, ctx.task)
         zero = _zero_shot(ctx)
@@ -481,6 +493,8 @@ def run(config: RunConfig, *, verify: bool = False, progress: RunProgress | None
                              weight_metrics=ctx.weight_metrics,
                              wall_seconds=time.perf_counter() - ctx.started)
         export_curves(outcome.exported, outcome.run_dir)
+        ctx.progress.message(f"finished in {duration(outcome.wall_seconds)}: "
+                             f"{ctx.progress.summary()}")
         ctx.store.log("finish", detail={"chosen": selection.chosen,
                                         "wall_s": outcome.wall_seconds})
         return outcome

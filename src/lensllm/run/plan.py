@@ -12,7 +12,9 @@ optimiser steps on the run's own settings and device (:func:`lensllm.hf.run_fine
 whose result carries the step, evaluation and loading times) and an NTK probe of two
 examples; the estimates scale those to every job.  A fine-tuning job is estimated at
 its step cap (``max_epochs`` / ``max_steps``): early stopping ends most runs sooner, so
-the fine-tuning estimates are upper bounds.  Times are serial (one job after another).
+the fine-tuning estimates are upper bounds.  Times are serial (one job after another);
+for the local executor each total is also divided by the jobs it runs at once (its
+workers, at most one per candidate), since the jobs of a rung run side by side.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from lensllm.run.config import RunConfig
-from lensllm.run.pipeline import RunProgress, _resolve, example_tokens, ladder
+from lensllm.run.pipeline import _resolve, example_tokens, ladder
+from lensllm.run.progress import RunProgress
 
 if TYPE_CHECKING:
     from lensllm.hf import Candidate, Task, TrainConfig
@@ -87,6 +90,9 @@ class Plan:
     reference_seconds: float | None
     measured: bool
     measure_seconds: float = 0.0
+    #: jobs the executor runs at once (local: its workers, at most one per candidate);
+    #: None where it depends on a cluster (Ray)
+    parallel: int | None = 1
     totals: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -117,9 +123,13 @@ class Plan:
                          f"{j.phase}")
         lines.append("")
         for label, total in self.totals.items():
-            lines.append(f"{label}: {total['jobs']} jobs, {total['flops']:.3g} FLOPs = "
-                         f"{100 * total['flops'] / self.reference_flops:.2f} % of fine-tuning "
-                         f"every candidate at the target, est. {_duration(total['seconds'])}")
+            line = (f"{label}: {total['jobs']} jobs, {total['flops']:.3g} FLOPs = "
+                    f"{100 * total['flops'] / self.reference_flops:.2f} % of fine-tuning every "
+                    f"candidate at the target, est. {_duration(total['seconds'])}")
+            if self.parallel and self.parallel > 1 and total["seconds"] is not None:
+                line += (f" serial, {_duration(total['seconds'] / self.parallel)} with "
+                         f"{self.parallel} jobs at once")
+            lines.append(line)
         lines.append(f"fine-tuning every candidate at the target: {self.reference_flops:.3g} "
                      f"FLOPs, est. {_duration(self.reference_seconds)}")
         if self.measured:
@@ -193,7 +203,7 @@ def make_plan(config: RunConfig, *, measure: bool = True, verify: bool = False,
                 flops_budget=config.flops_budget, candidates=costs, jobs=jobs,
                 reference_flops=reference,
                 reference_seconds=_sum_seconds(reference_jobs), measured=measure,
-                measure_seconds=measure_seconds)
+                measure_seconds=measure_seconds, parallel=_parallel(config, len(costs)))
     plan.totals = _totals(jobs, config, reference)
     return plan
 
@@ -223,6 +233,18 @@ def _totals(jobs: list[PlannedJob], config: RunConfig, reference: float
     if any(j.phase == "verify" for j in jobs):
         out["with --verify"] = total(jobs)  # every size, then the target, for everyone
     return out
+
+
+def _parallel(config: RunConfig, candidates: int) -> int | None:
+    """How many jobs the executor runs at once: the local executor's workers (default
+    one per visible GPU, else one), never more than a rung's jobs; None for Ray."""
+    from lensllm.hf.device import visible_gpus
+
+    executor = config.executor
+    if executor.kind != "local":
+        return None
+    workers = executor.workers or len(visible_gpus(executor.device)) or 1
+    return max(1, min(workers, candidates))
 
 
 def _sum_seconds(jobs: list[PlannedJob]) -> float | None:

@@ -13,9 +13,9 @@ Recipe (deterministic, no random restarts):
    curve costs the same as hundreds, which is what keeps ``lensllm bench`` fast.
 3. **Polish** with ``scipy.optimize.least_squares`` (trust-region reflective, exact
    bounds, the same robust loss) the best start of every curve whose LM run hit its
-   iteration cap (or of every curve, with ``polish="always"``).  A per-curve
-   ``least_squares`` from each grid start costs ~10 ms a fit on this machine, the
-   batched LM ~0.5 ms; the tests check both reach the same optimum.
+   iteration cap (or of every curve, with ``polish="always"``).  The batched LM is the
+   fast path; tests/test_laws.py checks that it reaches the objective of the best of
+   many independent per-curve ``least_squares`` runs.
 4. **Diagnose.**  The result carries the Jacobian's condition number and whether the
    refined starts that reach (nearly) the best objective agree on the extrapolated
    loss -- if they do not, the data cannot tell the answers apart.

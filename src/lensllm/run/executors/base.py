@@ -30,6 +30,10 @@ class Job:
     def label(self) -> str:
         if self.kind == "ntk":
             return f"NTK probe of {self.candidate}"
+        if self.kind == "nlpmetrics":
+            return f"weight spectra of {self.candidate}"
+        if self.size == 0:
+            return f"zero-shot losses of {self.candidate}"
         return f"{self.candidate} @ {self.size}"
 
 

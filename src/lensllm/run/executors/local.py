@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lensllm.run.executors.base import Job, JobFailure, JobRunner
+from lensllm.run.executors.watchdog import die_with_coordinator
 from lensllm.run.jobs import execute
 
 # Each pool worker keeps a marker file ``<marker_dir>/<pid>`` holding the key of the job
@@ -36,8 +37,13 @@ def _on_sigterm(signum: int, frame: Any) -> None:  # pragma: no cover - in a wor
         os._exit(128 + signum)
 
 
-def _init_worker(threads: int, marker_dir: str = "", gpu_ids: Any = None) -> None:
+def _init_worker(threads: int, marker_dir: str = "", gpu_ids: Any = None,
+                 coordinator: int | None = None) -> None:
     global _MARKER_DIR
+    if coordinator is not None:
+        # A worker outliving a killed coordinator would hold its memory (and GPU) for
+        # a job nobody collects.
+        die_with_coordinator(coordinator, direct_parent=True)
     # Several torch processes on few cores: oversubscribed threads run 5-10x slower.
     os.environ["OMP_NUM_THREADS"] = str(threads)
     if gpu_ids is not None:
@@ -111,7 +117,8 @@ class LocalExecutor:
                     gpu_ids.put(self.gpus[i % len(self.gpus)])
             self._pool = ProcessPoolExecutor(
                 max_workers=self.workers, mp_context=context,
-                initializer=_init_worker, initargs=(self.threads, self._markers, gpu_ids))
+                initializer=_init_worker,
+                initargs=(self.threads, self._markers, gpu_ids, os.getpid()))
         return self._pool
 
     def run(self, jobs: Iterable[Job]) -> Iterator[tuple[Job, dict[str, Any] | JobFailure]]:

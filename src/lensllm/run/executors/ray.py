@@ -37,6 +37,7 @@ from typing import Any
 
 from lensllm.errors import InputError, one_line
 from lensllm.run.executors.base import Job, JobFailure, JobRunner
+from lensllm.run.executors.watchdog import die_with_coordinator, start_reaper, stop_reaper
 from lensllm.run.jobs import execute
 
 RAY_INSTALL = "pip install 'lensllm[ray]'"
@@ -54,9 +55,14 @@ def _threads_for(num_cpus: float) -> int:
     return max(1, int(num_cpus))
 
 
-def _ray_task(job: Job, threads: int, runner: JobRunner | None = None
-              ) -> dict[str, Any] | JobFailure:
-    """Body of the Ray task: pin the threads, run the job, write its record if shared."""
+def _ray_task(job: Job, threads: int, runner: JobRunner | None = None,
+              coordinator: int | None = None) -> dict[str, Any] | JobFailure:
+    """Body of the Ray task: pin the threads, run the job, write its record if shared.
+
+    ``coordinator``: the PID of the driver that started this private local Ray; the
+    worker ends when that process does (Ray's raylet would keep it running)."""
+    if coordinator is not None:
+        die_with_coordinator(coordinator, direct_parent=False)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["MKL_NUM_THREADS"] = str(threads)
     try:
@@ -141,6 +147,7 @@ class RayExecutor:
         self.job_runner = job_runner
         self._owns_ray = False
         self._remote: Any = None
+        self._reaper: Any = None
         if address is None and not ray.is_initialized():
             cpus = local_cpus or _machine_cpus()
             if self.num_cpus > cpus:
@@ -171,6 +178,9 @@ class RayExecutor:
                         "node, or leave executor.address unset for a local Ray") from None
             else:
                 cpus = self.local_cpus or _machine_cpus()
+                # Ray's agents outlive a driver killed with SIGKILL: the reaper ends
+                # them (see lensllm.run.executors.watchdog).
+                self._reaper = start_reaper()
                 try:
                     ray.init(num_cpus=cpus, include_dashboard=False,
                              object_store_memory=LOCAL_OBJECT_STORE_BYTES, **kwargs)
@@ -205,10 +215,13 @@ class RayExecutor:
         for job in jobs:  # workers that share the filesystem write records here
             if job.records_dir:
                 Path(job.records_dir).mkdir(parents=True, exist_ok=True)
+        # Only a private Ray runs on this host for sure; a cluster ends the tasks of a
+        # driver that died itself.
+        watched = os.getpid() if self._owns_ray and self.address is None else None
         options: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus,
                                    "max_retries": 0, "retry_exceptions": False}
         pending = {self._remote.options(name=f"lensllm: {job.label()}", **options)
-                   .remote(job, self.threads, self.job_runner): job for job in jobs}
+                   .remote(job, self.threads, self.job_runner, watched): job for job in jobs}
         try:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
@@ -243,5 +256,7 @@ class RayExecutor:
         """Shut down the local Ray this executor started (a cluster keeps running)."""
         if self._owns_ray and self._ray.is_initialized():
             self._ray.shutdown()
+        stop_reaper(self._reaper)
+        self._reaper = None
         self._owns_ray = False
         self._remote = None
