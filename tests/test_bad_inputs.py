@@ -26,14 +26,15 @@ from typing import Any
 
 import pytest
 
-CANDIDATE_MAP = ("name, path, method, learning_rate, lora, gguf_file, trust_remote_code")
+CANDIDATE_MAP = ("name, path, method, learning_rate, lora, gguf_file, trust_remote_code, "
+                 "revision")
 TOP_KEYS = ("name, run_dir, cache_dir, seed, zoo, task, candidates, sizes, budget, target, "
             "method, search, flops_budget, training, ntk, executor")
 METHODS = ("zeroshot, subset-loss, model-size, vanilla, rectified, ats, lensllm, "
            "lensllm-paper, nlpmetrics, subtuning, zero-shot, modelsize")
-TRAINING_KEYS = ("batch_size, eval_batch_size, eval_every, max_epochs, max_grad_norm, "
-                 "max_length, max_steps, num_threads, patience, schedule, warmup_ratio, "
-                 "weight_decay")
+TRAINING_KEYS = ("batch_size, eval_batch_size, eval_every, gradient_checkpointing, "
+                 "max_epochs, max_grad_norm, max_length, max_steps, micro_batch_size, "
+                 "num_threads, patience, precision, schedule, warmup_ratio, weight_decay")
 WIDE = "config name,0,200,400,800\na,3.0,2.5,2.2,2.0\nb,3.2,2.4,2.1,1.9\n"
 # A model folder that passes inspection without torch: a GPT-2 config and a weight file
 # (never loaded: every case below fails before any model is loaded).
