@@ -1,11 +1,13 @@
-"""The documented rule that sets the adaptive search's two thresholds, and its check.
+"""The documented rule for the adaptive search's drop threshold, and its check.
 
-Rule: over the grid fill in {prefix, first-fit, value} x p_keep in {0.005, 0.01, 0.02,
-0.05} x p_stop in {0.9, 0.95, 0.99},
-replay the search (selector ``lensllm``, target 1,638,400) on the training tasks at
-FLOPs budgets of 1 % and 3 % of fine-tuning every candidate at the target, and keep the
-setting with the highest mean RelAcc; ties go to the lower mean FLOPs share, then to
-the defaults.  Printed: every setting's in-sample result, the in-sample choice, and
+Rule (fixed before looking at any evaluation table): ``p_stop = 0.95`` and the
+interval exponent ``gamma`` are not tuned here (p_stop by convention, gamma by
+``tune_intervals.py``).  Over ``p_keep`` in {0.01, 0.02, 0.05, 0.1, 0.2}, replay the
+search (selector ``lensllm``, target 1,638,400) on the training tasks, on the curves
+as given and under 2 % multiplicative noise (seeds 0-2, the robustness protocol's
+draws), at the FLOPs budgets 1, 1.25, 1.5, 1.75, 2, 2.5, 3, 3.5, 4, 5, 6, 7, 8, 10 %,
+and keep the value with the highest mean RelAcc; ties go to the smaller ``p_keep``
+(the safer one).  Printed: every value's mean per task, the in-sample choice and
 leave-one-task-out (chosen on two tasks, scored on the third).
 
 Usage: python benchmarks/tune_adaptive.py
@@ -13,57 +15,47 @@ Usage: python benchmarks/tune_adaptive.py
 
 from __future__ import annotations
 
-import itertools
+import time
 
 import numpy as np
 
 from lensllm.core.benchmark import TARGET, TASKS, TOKENS_PER_EXAMPLE, load_benchmark
 from lensllm.core.evaluation import relacc
-from lensllm.core.search import HalvingSettings, replay
+from lensllm.core.robustness import RobustnessSettings, build_variants
+from lensllm.core.search import AdaptiveSettings, sweep
 
-FILL = ("prefix", "first-fit", "value")
-P_KEEP = (0.005, 0.01, 0.02, 0.05)
-P_STOP = (0.9, 0.95, 0.99)
-BUDGETS = (0.01, 0.03)
-DEFAULT = HalvingSettings()
-
-
-def score(task: str, fill: str, p_keep: float, p_stop: float, budget: float
-          ) -> tuple[float, float]:
-    curves = load_benchmark(task)
-    truth = curves.losses_at(TARGET, "")
-    result = replay(curves, TARGET, TOKENS_PER_EXAMPLE[task], "lensllm",
-                    HalvingSettings(fill=fill, p_keep=p_keep, p_stop=p_stop,
-                                    flops_fraction=budget))
-    return relacc(truth[curves.models.index(result.chosen)], truth), result.flops_fraction
+P_KEEP = (0.01, 0.02, 0.05, 0.1, 0.2)
+BUDGETS = (0.01, 0.0125, 0.015, 0.0175, 0.02, 0.025, 0.03, 0.035, 0.04, 0.05, 0.06, 0.07,
+           0.08, 0.1)
 
 
 def main() -> None:
-    grid = list(itertools.product(FILL, P_KEEP, P_STOP))
-    table = {(*setting, t, b): score(t, *setting, b)
-             for setting in grid for t in TASKS for b in BUDGETS}
+    start = time.perf_counter()
+    variants = build_variants([load_benchmark(t) for t in TASKS], TARGET, RobustnessSettings(
+        subset_sizes=(), noise_levels=(0.02,), noise_seeds=3, targets=()))
+    # table[p_keep][task] = RelAcc per (variant case, budget)
+    table: dict[float, dict[str, list[float]]] = {p: {t: [] for t in TASKS} for p in P_KEEP}
+    for p in P_KEEP:
+        for variant in variants:
+            for case in variant.cases:
+                task = case.curves.task
+                results = sweep(case.curves, TARGET, TOKENS_PER_EXAMPLE[task], BUDGETS,
+                                "lensllm", AdaptiveSettings(p_keep=p))
+                table[p][task] += [relacc(float(case.truth[case.curves.models.index(r.chosen)]),
+                                          case.truth) for r in results]
+        print(f"p_keep {p:5.2f}: " + ", ".join(f"{t} {np.mean(table[p][t]):5.1f}"
+                                                for t in TASKS), flush=True)
 
-    def objective(setting, tasks):
-        cells = [table[(*setting, t, b)] for t in tasks for b in BUDGETS]
-        is_default = setting == (DEFAULT.fill, DEFAULT.p_keep, DEFAULT.p_stop)
-        return (np.mean([c[0] for c in cells]), -np.mean([c[1] for c in cells]), is_default)
+    def pick(train):
+        return max(P_KEEP, key=lambda p: (round(np.mean([v for t in train for v in table[p][t]]),
+                                                9), -p))
 
-    settings = grid
-    print("setting (fill, p_keep, p_stop): mean RelAcc / mean FLOPs % over all tasks, "
-          "1 % and 3 % budgets")
-    for setting in settings:
-        rel, neg_flops, _ = objective(setting, TASKS)
-        print(f"  {setting}: {rel:6.2f} / {-100 * neg_flops:5.2f} %")
-    best = max(settings, key=lambda s: objective(s, TASKS))
-    print(f"in-sample choice: fill={best[0]}, p_keep={best[1]}, p_stop={best[2]}")
-    print("\nleave-one-task-out (held-out task scored with the setting chosen on the others):")
+    print(f"in-sample choice: p_keep = {pick(TASKS)}")
     for held in TASKS:
-        train = [t for t in TASKS if t != held]
-        chosen = max(settings, key=lambda s: objective(s, train))
-        cells = [table[(*chosen, held, b)] for b in BUDGETS]
-        print(f"  {held:9s} setting {chosen}: RelAcc "
-              + ", ".join(f"{b:.0%} budget {r:.1f} ({100 * f:.2f} % used)"
-                          for b, (r, f) in zip(BUDGETS, cells, strict=True)))
+        p = pick([t for t in TASKS if t != held])
+        print(f"leave-one-task-out {held:9s}: p_keep {p} -> mean RelAcc "
+              f"{np.mean(table[p][held]):.1f} (min {min(table[p][held]):.1f})")
+    print(f"{time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":

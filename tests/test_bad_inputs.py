@@ -360,7 +360,7 @@ CURVE_FILE_CASES = [c for c in CASES if c.argv[:2] == ("select", "t.csv")
 def test_the_curve_reader_raises_the_line_the_cli_prints(case, tmp_path, monkeypatch):
     """Every curve-file fault, in-process and quick (most CLI runs above are slow): the
     reader's InputError is exactly the line the command prints after 'error: '."""
-    from lensllm.core.curves import load_curves
+    from lensllm.core.formats import load_curves
     from lensllm.errors import InputError
 
     _make(case, tmp_path)

@@ -134,7 +134,8 @@ def test_bench_calibration_table():
     out = run("bench", "--calibration", "--methods", "ats", "--tasks", "gigaword")
     assert out.returncode == 0, out.stderr
     assert "coverage of the 90 % interval (x100) -- ats" in out.stdout
-    assert out.stdout.strip().splitlines()[-1].startswith("mean")
+    assert out.stdout.strip().splitlines()[-2].startswith("mean")
+    assert out.stdout.strip().splitlines()[-1].startswith("worst cell: gigaword ")
 
 
 def test_bench_adaptive_json_and_pareto_plot(tmp_path):

@@ -81,7 +81,10 @@ BAD = [
     (config(task={"path": "t", "kind": "images"}),
      "c.yaml: task.kind must be text or pairs, got 'images'"),
     (config(sizes=[64, 128, 512]), "c.yaml: sizes include 512, above the budget (256)"),
-    (config(sizes=[64, 128]), "c.yaml: give at least 3 sizes (a law needs 3 points)"),
+    (config(sizes=[64, 128]), "c.yaml: sizes [64, 128] hold 2 different size(s); give at "
+     "least 3 different sizes (a law needs 3 points)"),
+    (config(sizes=[64, 8, 8]), "c.yaml: sizes [64, 8, 8] hold 2 different size(s) (8 "
+     "repeated); give at least 3 different sizes (a law needs 3 points)"),
     (config(method="oracle"), "unknown method 'oracle'; choose from zeroshot, subset-loss, "
      "model-size, vanilla, rectified, ats, lensllm, lensllm-paper, nlpmetrics, subtuning, "
      "zero-shot, modelsize"),
@@ -334,3 +337,14 @@ def test_out_of_range_run_flags_give_one_error_line(tmp_path, capsys, flag, mess
     assert exit_.value.code == 2
     captured = capsys.readouterr()
     assert captured.err == f"error: {message}\n" and captured.out == ""
+
+
+def test_repeated_sizes_are_named_at_the_cli(tmp_path, capsys):
+    path = _tiny_config(tmp_path)
+    path.write_text(path.read_text() + "sizes: [64, 8, 8]\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", str(path)])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: tiny.yaml: sizes [64, 8, 8] hold 2 different size(s) (8 repeated); give at "
+        "least 3 different sizes (a law needs 3 points)\n")

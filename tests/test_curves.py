@@ -12,7 +12,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from lensllm.core.curves import Curve, CurveSet, NTKSpectrum, load_curves, parse_curves
+from lensllm.core.curves import Curve, CurveSet, NTKSpectrum
+from lensllm.core.formats import load_curves, parse_curves
 from lensllm.errors import InputError
 
 WIDE = """config name,0,200,400,800,1600,size,family

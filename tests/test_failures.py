@@ -233,7 +233,7 @@ def _check_crash_and_failure(run_dir: Path, out: subprocess.CompletedProcess,
     failures = report.split("## Failures", 1)[1].split("##", 1)[0]
     assert "| d96-L2-pt30 @ 64 | RuntimeError: injected failure (attempt 2) | 2 |" in failures
     assert f"| d96-L2-pt30 (ranking) | {left_out} | 0 |" in failures
-    assert "<td>d96-L2-pt30 @ 64</td>" in (run_dir / "report.html").read_text()
+    assert "<td class=\"t\">d96-L2-pt30 @ 64</td>" in (run_dir / "report.html").read_text()
 
 
 def test_dead_pool_worker_is_retried_and_a_failing_job_is_reported(micro, reference, tmp_path):

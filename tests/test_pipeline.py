@@ -50,7 +50,13 @@ def test_micro_zoo_end_to_end_with_verify(tmp_path, micro):
     if importlib.util.find_spec("weightwatcher") is not None:  # the nlpmetrics extra
         assert "nlpmetrics" in methods
     run_dir = tmp_path / "run"
-    assert (run_dir / "report.md").read_text().count("![") == 3
+    # the plot of all candidates, then one per candidate
+    assert (run_dir / "report.md").read_text().count("![") == 4
+    # --verify fine-tuned everyone at the target: the ledger's reference is measured
+    assert summary["ledger"]["target_train_flops"] > 0
+    assert summary["ledger"]["verify_train_flops"] >= summary["ledger"]["target_train_flops"]
+    assert "measured: --verify fine-tuned every candidate at the target" in (
+        run_dir / "report.md").read_text()
     assert "id=\"ranking\"" in (run_dir / "report.html").read_text()
     from lensllm import load_curves
 

@@ -50,6 +50,8 @@ CASES: dict[str, dict[str, tuple]] = {
                             "be two numbers (lo,hi) with lo < hi, got (5,5)"),
         "beta_grid": ("30", 30, "4", "lensllm: beta_grid must be a whole number >= 5, got 4"),
         "knee_grid": ("30", 30, "4", "lensllm: knee_grid must be a whole number >= 5, got 4"),
+        "evidence_prior": ("3", 3.0, "-1", "lensllm: evidence_prior must be a number >= 0, "
+                           "got -1"),
         "interval_gamma": GAMMA,
     },
 }
@@ -162,5 +164,5 @@ def test_fit_lensllm_law_without_ntk_is_the_rectified_law(capsys, tmp_path):
     path.write_text(lensllm.load_benchmark("flan").to_wide_csv())
     text = run_cli(capsys, "fit", str(path), "--model", "gpt2", "--law", "lensllm",
                    "--budget", "51200")
-    assert "rectified law on 10 points (sizes <= 51,200)" in text
+    assert "rectified law (asked for lensllm) on 10 points (sizes <= 51,200)" in text
     assert "note: no NTK data for this model" in text

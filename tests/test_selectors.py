@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import lensllm
-from lensllm.core.curves import parse_curves
 from lensllm.core.evaluation import mape, pearcorr, relacc, rmse
+from lensllm.core.formats import parse_curves
 from lensllm.core.selectors import AtS, make_selector, split_methods
 from lensllm.core.selectors.ats import power_phase_start
 from lensllm.errors import InputError

@@ -12,11 +12,14 @@ Python API::
 
 from __future__ import annotations
 
+import warnings
+
 from lensllm.core.benchmark import load_benchmark
-from lensllm.core.curves import Curve, CurveSet, NTKSpectrum, load_curves
+from lensllm.core.curves import Curve, CurveSet, NTKSpectrum
 from lensllm.core.evaluation import Evaluation, evaluate
+from lensllm.core.formats import load_curves
 from lensllm.core.selectors import Selection, Selector, make_selector
-from lensllm.errors import InputError, LensLLMError
+from lensllm.errors import InputError, LensLLMError, RankingWarning
 
 __version__ = "0.1.0"
 
@@ -29,9 +32,14 @@ def select(curves: CurveSet, method: str | Selector = "lensllm", *, budget: int,
 
     For predicting methods the selection also carries a ``level`` interval on each
     predicted loss (``lower``, ``upper``) and P(best) (``p_best``), from back-testing.
+    A ranking weaker than it looks (one candidate, a tie, losses rising with data) also
+    issues a :class:`RankingWarning` per reason (``selection.warnings`` lists them).
     """
-    return make_selector(method, **options).select(
+    selection = make_selector(method, **options).select(
         curves, int(budget), int(target), uncertainty=uncertainty, level=level)
+    for message in selection.warnings:
+        warnings.warn(message, RankingWarning, stacklevel=2)
+    return selection
 
 
 __all__ = [
@@ -41,6 +49,7 @@ __all__ = [
     "InputError",
     "LensLLMError",
     "NTKSpectrum",
+    "RankingWarning",
     "Selection",
     "Selector",
     "evaluate",

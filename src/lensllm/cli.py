@@ -11,12 +11,13 @@ import contextlib
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import click
 
-from lensllm.errors import InputError, LensLLMError
+from lensllm.errors import InputError, LensLLMError, RankingWarning
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,6 +35,12 @@ format_option = click.option("--format", "fmt", type=FORMATS, default="table",
                              show_default=True, help="Output format.")
 plots_option = click.option("--plots", type=click.Path(path_type=Path), default=None,
                             help="Write metric plots (PNG) to this folder.")
+
+
+flops_budgets_option = click.option(
+    "--flops-budgets", default="fine", show_default=True,
+    help="With --adaptive/--robustness: FLOPs budgets as shares of full fine-tuning "
+         "(comma-separated), or 'fine' for the sweep 0.2 % ... 20 %.")
 
 
 def _echo(text: str) -> None:
@@ -60,8 +67,16 @@ def _int_list(text: str | None, what: str) -> list[int] | None:
     return out
 
 
+def _warn(lines) -> None:
+    """Things the user should know that are not the result: stderr, one line each."""
+    for line in lines:
+        sys.stderr.write(f"warning: {line}\n")
+
+
 def _print_evaluation(evaluation, fmt: str, plots: Path | None) -> None:
     from lensllm.report.bench import evaluation_csv, evaluation_tables, plot_evaluation
+
+    _warn(evaluation.warnings)
 
     if fmt == "json":
         _echo(json.dumps(evaluation.to_records(), indent=1))
@@ -83,12 +98,14 @@ def _print_evaluation(evaluation, fmt: str, plots: Path | None) -> None:
 @click.option("--calibration", is_flag=True,
               help="Instead: coverage of each predicting method's 90 % interval.")
 @click.option("--adaptive", is_flag=True,
-              help="Instead: replay the adaptive search (successive halving) per FLOPs "
-                   "budget, next to AtS at each fixed ratio.")
-@click.option("--flops-budgets", default="0.005,0.01,0.02,0.03,0.05", show_default=True,
-              help="With --adaptive: FLOPs budgets as shares of full fine-tuning.")
+              help="Instead: replay the adaptive search per FLOPs budget, next to AtS at "
+                   "each fixed ratio and 'train everyone at size s, pick the lowest'.")
+@click.option("--robustness", is_flag=True,
+              help="Instead: the robustness protocol (model subsets, noise, other "
+                   "targets; the adaptive search over a fine budget sweep).")
+@flops_budgets_option
 def bench(tasks: str, methods: str | None, fmt: str, plots: Path | None, calibration: bool,
-          adaptive: bool, flops_budgets: str) -> None:
+          adaptive: bool, robustness: bool, flops_budgets: str) -> None:
     """Replay the papers' protocol on the bundled benchmark (30 LLMs x 3 tasks)."""
     from lensllm.core.benchmark import BUDGETS, TARGET, load_benchmark
     from lensllm.core.selectors import DEFAULT_METHODS, split_methods
@@ -96,10 +113,15 @@ def bench(tasks: str, methods: str | None, fmt: str, plots: Path | None, calibra
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     if not names:
         raise InputError("--tasks: give at least one task")
-    if calibration and adaptive:
-        raise InputError("choose one of --calibration and --adaptive")
+    if calibration + adaptive + robustness > 1:
+        raise InputError("choose one of --calibration, --adaptive and --robustness")
     curve_sets = [load_benchmark(t) for t in names]
-    if calibration:
+    if robustness:
+        from lensllm.core.benchmark import TOKENS_PER_EXAMPLE
+
+        _robustness(curve_sets, TARGET, split_methods(methods) if methods else None,
+                    TOKENS_PER_EXAMPLE, _share_list(flops_budgets), fmt)
+    elif calibration:
         _bench_calibration(curve_sets, split_methods(methods) if methods else ["lensllm"],
                            BUDGETS, TARGET, fmt)
     elif adaptive:
@@ -115,6 +137,10 @@ def bench(tasks: str, methods: str | None, fmt: str, plots: Path | None, calibra
 
 
 def _share_list(text: str) -> list[float]:
+    if text.strip().lower() == "fine":
+        from lensllm.core.robustness import FINE_BUDGETS
+
+        return list(FINE_BUDGETS)
     out = []
     for part in text.split(","):
         try:
@@ -149,13 +175,17 @@ def _bench_calibration(curve_sets, methods, budgets, target, fmt: str) -> None:
         _echo(buf.getvalue())
 
 
-def _bench_adaptive(curve_sets, method, shares, budgets, target, fmt, plots) -> None:
+def _bench_adaptive(curve_sets, method, shares, budgets, target, fmt, plots,
+                    tokens=None) -> None:
     from lensllm.core.benchmark import TOKENS_PER_EXAMPLE
     from lensllm.core.search import adaptive_benchmark
     from lensllm.report.bench import adaptive_table
 
-    rows, fixed = adaptive_benchmark(curve_sets, target, TOKENS_PER_EXAMPLE, shares,
-                                     selector=method, fixed_budgets=budgets)
+    rows, fixed = adaptive_benchmark(curve_sets, target, tokens or TOKENS_PER_EXAMPLE,
+                                     shares, selector=method, fixed_budgets=budgets)
+    if not rows:
+        raise InputError("no FLOPs budget fits the warm-up (every candidate on the three "
+                         "smallest sizes); give larger --flops-budgets")
     if fmt == "json":
         _echo(json.dumps({"adaptive": rows, "fixed": fixed}, indent=1))
     else:
@@ -167,26 +197,106 @@ def _bench_adaptive(curve_sets, method, shares, budgets, target, fmt, plots) -> 
         sys.stderr.write(f"wrote {path}\n")
 
 
+def _robustness(curve_sets, target, methods, tokens, shares, fmt) -> None:
+    """The robustness protocol; the adaptive part when every task has its tokens."""
+    from lensllm.core.robustness import (
+        RobustnessSettings,
+        adaptive_protocol,
+        build_variants,
+        robustness,
+    )
+    from lensllm.report.bench import adaptive_sweep_table, robustness_table
+
+    settings = RobustnessSettings()
+    report = robustness(curve_sets, target, methods or ("ats", "lensllm"), settings)
+    rows = []
+    if tokens is not None:
+        variants = [v for v in build_variants(curve_sets, target, settings)
+                    if v.name in ("in-sample", "noise 2 %")]
+        rows = adaptive_protocol(variants, tokens, shares)
+    if fmt == "json":
+        _echo(json.dumps({**report.to_dict(), "adaptive": [r.to_dict() for r in rows]},
+                         indent=1))
+        return
+    _echo(robustness_table(report))
+    if rows:
+        _echo("\nadaptive search (RelAcc mean over the variant's cases; AtS at the cheapest "
+              "ratio using at least the FLOPs the search used; lowest@s: train everyone at "
+              "the largest size s the budget allows, pick the lowest)")
+        _echo(adaptive_sweep_table(rows))
+
+
 @app.command("evaluate")
 @click.argument("curves", type=click.Path(path_type=Path))
 @click.option("--target", type=int, required=True,
               help="Data size whose true loss every model has.")
 @click.option("--budgets", default=None,
-              help="Comma-separated budgets (default: target/8 ... target/512).")
+              help="Comma-separated budgets (default: target/8 ... target/512 when the "
+                   "file has them, else its own sizes up to target/2 that leave every "
+                   "model 3 sizes).")
 @methods_option
 @format_option
 @plots_option
+@click.option("--robustness", is_flag=True,
+              help="Instead: the robustness protocol on this file (model subsets, noise, "
+                   "other targets the file measures; with --tokens-per-example also the "
+                   "adaptive search).")
+@click.option("--adaptive", is_flag=True,
+              help="Instead: replay the adaptive search on this file per FLOPs budget "
+                   "(needs every model's parameter count and --tokens-per-example).")
+@click.option("--tokens-per-example", type=float, default=None,
+              help="Average tokens per fine-tuning example, for the FLOPs of "
+                   "--adaptive / --robustness.")
+@flops_budgets_option
 def evaluate_cmd(curves: Path, target: int, budgets: str | None, methods: str | None,
-                 fmt: str, plots: Path | None) -> None:
+                 fmt: str, plots: Path | None, robustness: bool, adaptive: bool,
+                 tokens_per_example: float | None, flops_budgets: str) -> None:
     """Run the selection protocol on your own curves."""
-    from lensllm.core.curves import load_curves
-    from lensllm.core.evaluation import evaluate
+    from lensllm.core.evaluation import default_budgets, evaluate, usable_methods
+    from lensllm.core.formats import load_curves
     from lensllm.core.selectors import DEFAULT_METHODS, split_methods
 
     curve_set = load_curves(curves)
+    if robustness and adaptive:
+        raise InputError("choose one of --robustness and --adaptive")
+    if tokens_per_example is not None and not (
+            math.isfinite(tokens_per_example) and tokens_per_example > 0):
+        raise InputError("--tokens-per-example must be a number > 0")
+    if adaptive or (robustness and tokens_per_example is not None):
+        missing = [c.model for c in curve_set if c.params is None]
+        if missing:
+            raise InputError(
+                f"the adaptive search needs every model's parameter count ('params' "
+                f"column, 'size' in wide files); missing for {', '.join(missing[:3])}"
+                + (" ..." if len(missing) > 3 else ""))
+    tokens = ({curve_set.task: tokens_per_example} if tokens_per_example is not None
+              else None)
+    if robustness:
+        _robustness([curve_set], target, split_methods(methods) if methods else None,
+                    tokens, _share_list(flops_budgets), fmt)
+        return
+    if adaptive:
+        if tokens is None:
+            raise InputError("--adaptive needs --tokens-per-example (average tokens per "
+                             "fine-tuning example), to count FLOPs")
+        from lensllm.core.evaluation import default_budgets
+
+        _bench_adaptive([curve_set], split_methods(methods)[0] if methods else "lensllm",
+                        _share_list(flops_budgets),
+                        _int_list(budgets, "--budgets") or default_budgets(target), target,
+                        fmt, plots, tokens)
+        return
     method_list = split_methods(methods) if methods else list(DEFAULT_METHODS)
-    evaluation = evaluate(curve_set, methods=method_list,
-                          budgets=_int_list(budgets, "--budgets"), target=target)
+    budget_list = _int_list(budgets, "--budgets")
+    if methods is None:
+        # The default methods adapt to the file: one that needs a column the file lacks
+        # is left out with a note; a method the user names is never left out silently.
+        if budget_list is None:
+            budget_list = default_budgets(target, tasks=[curve_set])
+        method_list, notes = usable_methods([curve_set], method_list, budget_list)
+        for note in notes:
+            sys.stderr.write(f"note: {note}\n")
+    evaluation = evaluate(curve_set, methods=method_list, budgets=budget_list, target=target)
     _print_evaluation(evaluation, fmt, plots)
 
 
@@ -199,10 +309,13 @@ def evaluate_cmd(curves: Path, target: int, budgets: str | None, methods: str | 
 def select_cmd(curves: Path, budget: int, target: int, method: str, fmt: str) -> None:
     """Rank the models of a curve file and name the one to fine-tune."""
     from lensllm import select
-    from lensllm.core.curves import load_curves
+    from lensllm.core.formats import load_curves
     from lensllm.report.bench import selection_json, selection_table
 
-    selection = select(load_curves(curves), method, budget=budget, target=target)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RankingWarning)  # printed below, once each
+        selection = select(load_curves(curves), method, budget=budget, target=target)
+    _warn(selection.warnings)
     if fmt == "json":
         _echo(json.dumps(selection_json(selection), indent=1))
     else:
@@ -227,10 +340,12 @@ def select_cmd(curves: Path, budget: int, target: int, method: str, fmt: str) ->
 def fit(curves: Path, model: str, law: str, budget: int | None, target: int | None,
         mode: str, plot: Path | None, fmt: str) -> None:
     """Fit one law to one model's curve; print the parameters and the extrapolation."""
-    from lensllm.core.curves import load_curves
+    from lensllm.core.formats import load_curves
     from lensllm.report.bench import fit_report
 
     report = fit_report(load_curves(curves), model, law, budget, target, mode, plot)
+    if fmt == "json" and report["json"]["note"]:
+        sys.stderr.write(f"note: {report['json']['note']}\n")  # the text output shows it
     if fmt == "json":
         _echo(json.dumps(report["json"], indent=1))
     else:
@@ -298,13 +413,17 @@ def run_cmd(config: Path, verify: bool, flops_budget: float | None, search: str 
             RunLock(cfg.run_dir, wait=wait, notify=progress.message):
         outcome = run(cfg, verify=verify, progress=progress, force=force, locked=True)
         report = write_report(outcome)
+    _warn(outcome.selection.warnings)  # the report lists them too
     if fmt == "json":
         _echo(json.dumps(summary_json(outcome, report), indent=1, default=str))
         return
     _echo(selection_table(outcome.selection))
+    from lensllm.report.ledger import decision_flops, reference, saved_text
+
     ledger = outcome.ledger
-    _echo(f"compute: {100 * ledger['fraction']:.2f} % of fine-tuning every candidate at the "
-          f"target ({ledger['saved_percent']:.1f} % saved); {ledger['runs']} runs")
+    _echo(f"compute: {100 * decision_flops(ledger) / reference(ledger)[0]:.1f} % of "
+          f"fine-tuning every candidate at the target ({saved_text(ledger)}); "
+          f"{ledger['runs']} runs")
     if outcome.failures:
         _echo(f"failed jobs: {len(outcome.failures)} (see the report)")
     if outcome.verify is not None:

@@ -19,6 +19,11 @@ class InputError(LensLLMError, ValueError):
     """Bad input: a malformed file, an impossible setting, a missing value."""
 
 
+class RankingWarning(UserWarning):
+    """A ranking that is weaker than its numbers suggest (one candidate, a tie, losses
+    rising with data, a metric that is undefined)."""
+
+
 class FitError(LensLLMError, RuntimeError):
     """A curve could not be fitted at all (no finite objective anywhere)."""
 

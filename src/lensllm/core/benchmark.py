@@ -9,7 +9,8 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
-from lensllm.core.curves import CurveSet, parse_curves
+from lensllm.core.curves import CurveSet
+from lensllm.core.formats import parse_curves
 from lensllm.errors import InputError
 
 TASKS = ("flan", "wmt19", "gigaword")

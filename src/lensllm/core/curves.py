@@ -1,4 +1,4 @@
-"""Loss curves: the validated data model and the file formats.
+"""Loss curves: the validated data model.
 
 A :class:`Curve` is what lensllm knows about one candidate model on one task: test
 losses after fine-tuning on nested subsets of increasing size, the zero-shot loss
@@ -6,43 +6,26 @@ losses after fine-tuning on nested subsets of increasing size, the zero-shot los
 measurements that give the LensLLM law its F(Θ, t) term.  A :class:`CurveSet` is the
 set of candidates compared on one task.
 
-Three file formats load into a CurveSet (see :func:`load_curves`):
-
-* **wide CSV** -- the layout of the public benchmark: ``config name`` (or ``model``),
-  one column per data size (``0`` is zero-shot), optional ``size`` (parameter count)
-  and ``family``.  An empty cell means "not measured".
-* **long CSV** -- one row per measurement: ``model, n, loss`` plus optional
-  ``params``, ``family`` and ``task`` (a file may hold several tasks).
-* **JSON** -- ``{"task": ..., "curves": [{"model", "points": [[n, loss], ...],
-  "zero_shot", "params", "family", "ntk": {...}, "metrics": {...}}]}``; the only
-  format that carries NTK spectra and weight-spectrum metrics, written by
-  ``lensllm run``.
+The file formats (wide CSV, long CSV, JSON) are read by :mod:`lensllm.core.formats`
+(:func:`~lensllm.core.formats.load_curves`).
 
 Validation lives in the data model (:class:`Curve`, :class:`NTKSpectrum`,
 :class:`CurveSet`), so a curve built from a file, by the API or by a run is checked
-the same way.  The readers parse text into numbers and leave the checks to the model;
-they catch a :class:`CurveError` and report it at its line and column instead.
+the same way.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lensllm.errors import InputError, read_user_text
-
-WIDE_MODEL_COLUMNS = ("config name", "model")
-WIDE_META_COLUMNS = ("size", "family")
-LONG_REQUIRED = ("model", "n", "loss")
-LONG_OPTIONAL = ("params", "family", "task")
+from lensllm.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -396,276 +379,3 @@ class CurveSet(Sequence[Curve]):
                 entry["metrics"] = dict(c.metrics)
             curves.append(entry)
         return {"task": self.task, "curves": curves}
-
-
-# ----------------------------------------------------------------------------- parsing
-
-def _parse_size(text: str, where: str) -> int:
-    """A data-size header or cell: a non-negative integer (``200``, ``200.0``, ``2e2``)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise InputError(f"{where}: {text!r} is not a data size (a whole number of examples)")\
-            from None
-    if not math.isfinite(value) or value < 0 or value != int(value):
-        raise InputError(f"{where}: {text!r} is not a data size (a whole number of examples)")
-    if value > MAX_SIZE:
-        raise InputError(f"{where}: data size {text!r} is implausibly large (> 1e15 examples)")
-    return int(value)
-
-
-def _parse_number(text: str, where: str, what: str) -> float:
-    """A loss or parameter-count cell as a float; whether it is valid is the Curve's call."""
-    try:
-        return float(text)
-    except ValueError:
-        raise InputError(f"{where}: {what} {text!r} is not a number") from None
-
-
-def _parse_params(text: str, model: str, source: str, column: str) -> float | None:
-    if text.strip() == "":
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise InputError(
-            f"{source}: model {model!r}, column {column!r}: {text!r} is not a parameter count"
-        ) from None
-
-
-#: where each value of a curve came from: point or field -> (file location, cell text)
-Where = dict[int | str, tuple[str, str | None]]
-
-
-def _build_curve(model: str, points: dict[int, float], where: Where, *,
-                 params: float | None = None, family: str | None = None,
-                 ntk: NTKSpectrum | None = None, metrics: Any = None) -> Curve:
-    """The Curve of a file's values; a value the data model rejects is reported at its
-    place in the file (``where``), quoting the file's own text."""
-    zero = points.pop(0, None)
-    sizes = np.fromiter(points.keys(), dtype=np.int64, count=len(points))
-    losses = np.fromiter(points.values(), dtype=float, count=len(points))
-    try:
-        return Curve(model=model, sizes=sizes, losses=losses, zero_shot=zero, params=params,
-                     family=None if family == "" else family, ntk=ntk, metrics=metrics)
-    except CurveError as exc:
-        if exc.point not in where:
-            raise
-        location, text = where[exc.point]
-        raise InputError(f"{location}: {exc.describe(text)}") from None
-
-
-def _read_rows(text: str, source: str) -> list[list[str]]:
-    try:
-        rows = [row for row in csv.reader(io.StringIO(text)) if any(c.strip() for c in row)]
-    except csv.Error as exc:
-        raise InputError(f"{source}: not a readable CSV file ({exc})") from None
-    if not rows:
-        raise InputError(f"{source}: the file is empty")
-    return rows
-
-
-def _parse_wide(rows: list[list[str]], source: str, task: str) -> CurveSet:
-    header = [h.strip() for h in rows[0]]
-    lowered = [h.lower() for h in header]
-    if lowered[0] not in WIDE_MODEL_COLUMNS:
-        raise InputError(
-            f"{source}: the first column must be 'config name' or 'model' (found {header[0]!r})"
-        )
-    size_columns: dict[int, int] = {}
-    meta: dict[str, int] = {}
-    for j, name in enumerate(header[1:], start=1):
-        if lowered[j] in WIDE_META_COLUMNS:
-            if lowered[j] in meta:
-                raise InputError(f"{source}: column {name!r} appears twice")
-            meta[lowered[j]] = j
-            continue
-        if name == "":
-            raise InputError(f"{source}: column {j + 1} has an empty header")
-        size = _parse_size(name, f"{source}: column {name!r}")
-        if size in size_columns:
-            raise InputError(f"{source}: data size {size} appears in two columns")
-        size_columns[size] = j
-    if not size_columns:
-        raise InputError(f"{source}: no data-size columns (expected headers like 0, 200, 400)")
-    if len(rows) < 2:
-        raise InputError(f"{source}: the file has a header but no model rows")
-
-    curves = []
-    for line, row in enumerate(rows[1:], start=2):
-        if len(row) != len(header):
-            raise InputError(
-                f"{source}: line {line} has {len(row)} fields, the header has {len(header)}"
-            )
-        model = row[0].strip()
-        if not model:
-            raise InputError(f"{source}: line {line} has an empty model name")
-        points: dict[int, float] = {}
-        where: Where = {}
-        for size, j in size_columns.items():
-            cell = row[j].strip()
-            if cell == "":
-                continue  # not measured
-            where[size] = (f"{source}: model {model!r}, column {header[j]!r}", cell)
-            points[size] = _parse_number(cell, where[size][0], "loss")
-        params = None
-        if "size" in meta:
-            params = _parse_params(row[meta["size"]], model, source, "size")
-            where["params"] = (f"{source}: model {model!r}, column 'size'", None)
-        family = row[meta["family"]].strip() if "family" in meta else None
-        curves.append(_build_curve(model, points, where, params=params, family=family))
-    return CurveSet(curves, task=task)
-
-
-def _parse_long(rows: list[list[str]], source: str, task: str | None) -> CurveSet:
-    header = [h.strip().lower() for h in rows[0]]
-    unknown = [h for h in header if h not in LONG_REQUIRED + LONG_OPTIONAL]
-    if unknown:
-        raise InputError(
-            f"{source}: unknown column {unknown[0]!r}; a long-format file has columns "
-            f"{', '.join(LONG_REQUIRED)} and optionally {', '.join(LONG_OPTIONAL)}"
-        )
-    if len(set(header)) != len(header):
-        raise InputError(f"{source}: a column name appears twice in the header")
-    missing = [h for h in LONG_REQUIRED if h not in header]
-    if missing:
-        raise InputError(
-            f"{source}: no column {missing[0]!r}; a long-format file has columns "
-            f"{', '.join(LONG_REQUIRED)} and optionally {', '.join(LONG_OPTIONAL)}"
-        )
-    col = {h: j for j, h in enumerate(header)}
-    if len(rows) < 2:
-        raise InputError(f"{source}: the file has a header but no measurement rows")
-
-    if "task" in col:
-        tasks = list(dict.fromkeys(r[col["task"]].strip() for r in rows[1:] if len(r) > 0))
-        if task is None:
-            if len(tasks) > 1:
-                raise InputError(
-                    f"{source}: the file holds several tasks ({', '.join(tasks)}); "
-                    "choose one with task="
-                )
-            task = tasks[0]
-        elif task not in tasks:
-            raise InputError(
-                f"{source}: no task {task!r} in the file; it holds {', '.join(tasks)}"
-            )
-    task = task or Path(source).stem
-
-    points: dict[str, dict[int, float]] = {}
-    where: dict[str, Where] = {}
-    params: dict[str, float | None] = {}
-    family: dict[str, str | None] = {}
-    for line, row in enumerate(rows[1:], start=2):
-        if len(row) != len(header):
-            raise InputError(
-                f"{source}: line {line} has {len(row)} fields, the header has {len(header)}"
-            )
-        if "task" in col and row[col["task"]].strip() != task:
-            continue
-        model = row[col["model"]].strip()
-        if not model:
-            raise InputError(f"{source}: line {line} has an empty model name")
-        n = _parse_size(row[col["n"]].strip(), f"{source}: line {line}, column 'n'")
-        cell = row[col["loss"]].strip()
-        location = f"{source}: line {line}: model {model!r}, column 'loss'"
-        curve_points = points.setdefault(model, {})
-        curve_where = where.setdefault(model, {})
-        if n in curve_points:
-            raise InputError(f"{source}: model {model!r} has two losses for size {n}")
-        curve_points[n] = _parse_number(cell, location, "loss")
-        curve_where[n] = (location, cell)
-        if "params" in col:
-            p = _parse_params(row[col["params"]], model, source, "params")
-            first = params.setdefault(model, p)
-            if first != p and not (first is not None and p is not None
-                                   and math.isnan(first) and math.isnan(p)):
-                raise InputError(f"{source}: model {model!r} has two different 'params' values")
-            curve_where["params"] = (f"{source}: model {model!r}, column 'params'", None)
-        if "family" in col:
-            f = row[col["family"]].strip() or None
-            if family.setdefault(model, f) != f:
-                raise InputError(f"{source}: model {model!r} has two different 'family' values")
-    curves = [_build_curve(m, pts, where[m], params=params.get(m), family=family.get(m))
-              for m, pts in points.items()]
-    return CurveSet(curves, task=task)
-
-
-def _parse_json(text: str, source: str, task: str | None) -> CurveSet:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{source}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("curves"), list):
-        raise InputError(f"{source}: expected a JSON object with a 'curves' list")
-    name = task or str(data.get("task") or Path(source).stem)
-    curves = []
-    for i, entry in enumerate(data["curves"]):
-        where = f"{source}: curves[{i}]"
-        if not isinstance(entry, dict):
-            raise InputError(f"{where}: expected an object")
-        unknown = set(entry) - {"model", "points", "zero_shot", "params", "family", "ntk",
-                                "metrics"}
-        if unknown:
-            raise InputError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-        model = entry.get("model")
-        if not isinstance(model, str) or not model.strip():
-            raise InputError(f"{where}: 'model' must be a non-empty string")
-        model = model.strip()
-        pts: dict[int, float] = {}
-        here: Where = {"family": (where, None), "metrics": (where, None)}
-        raw_points = entry.get("points", [])
-        if not isinstance(raw_points, list):
-            raise InputError(f"{where}: 'points' must be a list of [n, loss] pairs")
-        for point in raw_points:
-            if not (isinstance(point, list | tuple) and len(point) == 2):
-                raise InputError(f"{where}: 'points' must be a list of [n, loss] pairs")
-            n = _parse_size(str(point[0]), f"{where}, point {point!r}")
-            if n in pts:
-                raise InputError(f"{source}: model {model!r} has two losses for size {n}")
-            here[n] = (f"{source}: model {model!r}, column {str(n)!r}", str(point[1]).strip())
-            pts[n] = _parse_number(str(point[1]), here[n][0], "loss")
-        if entry.get("zero_shot") is not None:
-            if 0 in pts:
-                raise InputError(f"{source}: model {model!r} has two zero-shot losses")
-            here[0] = (f"{source}: model {model!r}, column 'zero_shot'",
-                       str(entry["zero_shot"]).strip())
-            pts[0] = _parse_number(here[0][1], here[0][0], "loss")
-        params = None
-        if entry.get("params") is not None:
-            params = _parse_params(str(entry["params"]), model, source, "params")
-            here["params"] = (f"{source}: model {model!r}, column 'params'", None)
-        ntk = None
-        if entry.get("ntk") is not None:
-            ntk = NTKSpectrum.from_dict(entry["ntk"], where=f"{where}.ntk")
-        metrics = entry.get("metrics")
-        curves.append(_build_curve(model, pts, here, params=params, family=entry.get("family"),
-                                   ntk=ntk, metrics=None if metrics == {} else metrics))
-    return CurveSet(curves, task=name)
-
-
-def parse_curves(text: str, source: str = "curves", fmt: str = "auto",
-                 task: str | None = None) -> CurveSet:
-    """Parse curve data held in a string; ``fmt`` is ``auto``, ``wide``, ``long`` or ``json``."""
-    if fmt not in ("auto", "wide", "long", "json"):
-        raise InputError(f"unknown curve format {fmt!r}; use auto, wide, long or json")
-    text = text.lstrip("\ufeff")
-    if not text.strip():
-        raise InputError(f"{source}: the file is empty")
-    if fmt == "json" or (fmt == "auto" and text.lstrip()[:1] in "{["):
-        return _parse_json(text, source, task)
-    rows = _read_rows(text, source)
-    header = {h.strip().lower() for h in rows[0]}
-    if fmt == "long" or (fmt == "auto" and {"n", "loss"} <= header):
-        return _parse_long(rows, source, task)
-    return _parse_wide(rows, source, task or Path(source).stem)
-
-
-def load_curves(path: str | Path, fmt: str = "auto", task: str | None = None) -> CurveSet:
-    """Load a curve file (wide CSV, long CSV or JSON; detected from its content)."""
-    path = Path(path)
-    source = path.name
-    text = read_user_text(path, "file", "a curve file")
-    if "\x00" in text:
-        raise InputError(f"{source}: binary data, expected a CSV or JSON curve file")
-    return parse_curves(text, source=source, fmt=fmt, task=task or None)

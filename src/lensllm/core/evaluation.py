@@ -38,11 +38,23 @@ def pearcorr(scores: np.ndarray, truth: np.ndarray) -> float:
 
 
 def relacc(selected_loss: float, truth: np.ndarray) -> float:
-    """Relative accuracy x100 of a selection; 100 when all models tie."""
+    """Relative accuracy x100 of a selection; NaN (undefined: 0/0) when every model has
+    the same true loss, one model included -- see :func:`undefined_metrics`."""
     worst, best = float(np.max(truth)), float(np.min(truth))
     if worst == best:
-        return 100.0
+        return math.nan
     return 100.0 * (worst - selected_loss) / (worst - best)
+
+
+def undefined_metrics(task: str, truth: np.ndarray) -> list[str]:
+    """Why PearCorr and RelAcc are null on a task, one line each (none when defined)."""
+    if truth.size == 1:
+        return [f"{task}: one model only: RelAcc and PearCorr are undefined (null); "
+                "there is no choice to score"]
+    if float(np.max(truth)) == float(np.min(truth)):
+        return [f"{task}: every model has the same true loss at the target: RelAcc and "
+                "PearCorr are undefined (null)"]
+    return []
 
 
 def rmse(predicted: np.ndarray, truth: np.ndarray) -> float:
@@ -91,9 +103,13 @@ def score_selection(selection: Selection, truth: np.ndarray) -> Cell:
 class Evaluation:
     """Cells of a protocol run plus the selections behind them."""
 
-    def __init__(self, cells: list[Cell], selections: list[Selection]) -> None:
+    def __init__(self, cells: list[Cell], selections: list[Selection],
+                 warnings: list[str] | None = None) -> None:
         self.cells = cells
         self.selections = selections
+        #: undefined metrics and weak rankings, one line each, without repeats
+        self.warnings = list(dict.fromkeys(
+            [*(warnings or []), *(w for s in selections for w in s.warnings)]))
 
     def to_records(self) -> list[dict]:
         return [c.to_dict() for c in self.cells]
@@ -123,8 +139,68 @@ class Evaluation:
         return list(dict.fromkeys(c.task for c in self.cells))
 
 
-def default_budgets(target: int, ratios: Sequence[int] = DEFAULT_RATIOS) -> list[int]:
-    return [target // r for r in ratios if target // r > 0]
+def default_budgets(target: int, ratios: Sequence[int] = DEFAULT_RATIOS,
+                    tasks: Sequence[CurveSet] = (), min_sizes: int = 3) -> list[int]:
+    """target/8 ... target/512 (the papers' protocol), when ``tasks`` (if given) have
+    measured them all with ``min_sizes`` sizes at or below each; otherwise the budgets
+    the files can serve: every size that every model has measured, between target/512
+    and target/2, that leaves each model ``min_sizes`` sizes (a law's three points).
+    A file measured at sizes of its own (100, 200, ... for a target of 3,200) thus gets
+    budgets from those sizes, never below the smallest one."""
+    ratio_budgets = [target // r for r in ratios if target // r > 0]
+    if not tasks:
+        return ratio_budgets
+    common: set[int] | None = None
+    for task in tasks:
+        for curve in task:
+            sizes = {int(n) for n in curve.sizes if n > 0}
+            common = sizes if common is None else common & sizes
+    common = common or set()
+
+    def serves(n: int) -> bool:
+        return all(len(curve.within(n)) >= min_sizes for task in tasks for curve in task)
+
+    if all(n in common and serves(n) for n in ratio_budgets):
+        return ratio_budgets
+    lowest = target / max(ratios)
+    out = [n for n in sorted(common, reverse=True) if lowest <= n <= target / 2 and serves(n)]
+    if not out:
+        sizes = sorted(common)
+        raise InputError(
+            f"no default budget fits the target {target:,}: the sizes every model has "
+            f"measured ({', '.join(f'{n:,}' for n in sizes) or 'none'}) leave none between "
+            f"target/{max(ratios)} and target/2 with {min_sizes} sizes at or below it; "
+            "give --budgets")
+    return out
+
+
+def usable_methods(tasks: Sequence[CurveSet], methods: Sequence[str | Selector],
+                   budgets: Sequence[int]) -> tuple[list[Selector], list[str]]:
+    """The methods whose needs every curve meets at every budget, and one note per method
+    left out (a file without parameter counts cannot rank by model size)."""
+    kept, notes = [], []
+    for method in methods:
+        selector = make_selector(method)
+        reason = None
+        for task in tasks:
+            for curve in task:
+                if selector.needs_zero_shot and curve.zero_shot is None:
+                    reason = f"{curve.model!r} has no zero-shot loss (size 0)"
+                elif selector.needs_params and curve.params is None:
+                    reason = (f"{curve.model!r} has no parameter count (column 'size' in "
+                              "wide files, 'params' in long files)")
+                elif len(curve.within(min(budgets))) < selector.required_sizes:
+                    reason = (f"{curve.model!r} has fewer than {selector.required_sizes} "
+                              f"sizes <= {min(budgets):,}")
+                if reason:
+                    break
+            if reason:
+                break
+        if reason:
+            notes.append(f"skipped {selector.label}: {reason}")
+        else:
+            kept.append(selector)
+    return kept, notes
 
 
 def evaluate(
@@ -145,7 +221,10 @@ def evaluate(
         tasks = list(curves)
     if target is None:
         raise InputError("evaluate needs the target size (the data size to predict)")
-    budgets = list(budgets) if budgets is not None else default_budgets(target)
+    budgets = (list(budgets) if budgets is not None
+               else default_budgets(target, tasks=tasks,
+                                    min_sizes=max(make_selector(m).required_sizes
+                                                  for m in methods)))
     selectors = [make_selector(m) for m in methods]
     names = [s.label for s in selectors]
     if len(set(names)) != len(names):
@@ -154,13 +233,14 @@ def evaluate(
         target, "evaluation needs every model's true loss at the target") for task in tasks}
     requests = [(task, budget, target) for task in tasks for budget in budgets]
     by_method = [selector.select_many(requests) for selector in selectors]
+    notes = [w for task in tasks for w in undefined_metrics(task.task, truths[id(task)])]
     cells, selections = [], []
     for r, (task, _, _) in enumerate(requests):
         for per_method in by_method:
             selection = per_method[r]
             selections.append(selection)
             cells.append(score_selection(selection, truths[id(task)]))
-    return Evaluation(cells, selections)
+    return Evaluation(cells, selections, notes)
 
 
 @dataclass(frozen=True)

@@ -1,22 +1,24 @@
-"""Uncertainty of predicted losses: intervals and P(best) from back-testing.
+"""Uncertainty of predicted losses: split-conformal intervals over back-tests, and P(best).
 
-Curve-fit standard errors measure noise, not the error that matters here -- the law
-being wrong about the part of the curve nobody has measured.  So lensllm measures how
-wrong the *same predictor* is on the curves it already has: with the data budget cut to
-budget/2, budget/4, ... it predicts the loss at the largest measured size, for every
-candidate of the task at once.  That gives the prediction error at horizons of 1, 2, ...
-doublings; its root mean square grows roughly like a power of the horizon, which is
-extrapolated to the real horizon (target/budget):
+The error that matters is the predictor being wrong about the unmeasured part of the
+curve, so it is measured by back-testing the *same predictor* on the curves at hand:
+with the budget cut by 1, 2, ... doublings it predicts the loss at the largest size
+the candidates share.  Each back-test error ``e`` (log space) at horizon ``h``
+doublings becomes a conformity score ``|e| / h**gamma``; the interval at the real
+horizon ``H = log2(target / budget)`` is
 
-    rmse(H) = s * H**gamma,   H = log2(target / budget),  s fitted to the back-tests.
+    pred * exp(± q * H**gamma),  q = the ceil((n + 1) * level)-th smallest of n scores
 
-* Interval: ``pred * exp(± z * rmse(H))`` in log space (z from the level, e.g. 1.645 for
-  90 %).  The RMSE includes any bias the back-tests show, so a predictor that is off in
-  the same direction for every candidate gets wider intervals.
-* P(best): only errors *relative to the other candidates* change the ranking.  The
-  back-test errors minus their mean across candidates give a relative error scale
-  ``sd_rel(H)`` (extrapolated the same way); with independent normal errors of that
-  scale in log space, P(best) is computed by exact one-dimensional quadrature.
+(split-conformal; when that rank exceeds n the largest score is used rather than an
+infinite interval).  ``gamma`` (how fast errors grow with the horizon) is the one
+tuned setting, chosen by the rule in ``benchmarks/tune_intervals.py``.
+
+P(best) needs only errors *relative to the other candidates* (a shift shared by all
+does not change the order): scores of ``e - median(e)`` give ``q_rel``, and P(best) is
+computed for independent normal log errors with the same ``level`` quantile,
+``sd = q_rel * H**gamma / z``.  With ``alive`` given, only those candidates are
+back-tested and scored (the pseudo target is the largest size they all have), so the
+error model of an adaptive search rests on the survivors' own back-tests.
 """
 
 from __future__ import annotations
@@ -30,100 +32,133 @@ from scipy.special import ndtr, ndtri
 
 from lensllm.core.curves import CurveSet
 
-#: a predictor: (curves restricted to the budget, budget, target) -> predicted losses
+#: a predictor: many (curves, budget, target) -> predicted losses, one array each
 Predictor = Callable[[list[tuple[CurveSet, int, int]]], list[np.ndarray]]
 
+#: chosen by the rule in benchmarks/tune_intervals.py (smallest gamma whose 90 %
+#: intervals cover >= 75 % in every training cell)
+DEFAULT_GAMMA = 1.65
+#: longest back-test horizon, in doublings
+MAX_STEPS = 4
+#: the quantile level of the relative errors that sets P(best)'s normal scale (fixed,
+#: so P(best) does not change with the level asked of the intervals)
+PBEST_LEVEL = 0.9
+
+
+def conformal_quantile(scores: np.ndarray, level: float) -> float:
+    """The split-conformal quantile of ``scores`` (NaN without scores)."""
+    s = np.sort(np.asarray(scores, dtype=float))
+    if s.size == 0:
+        return math.nan
+    k = min(math.ceil((s.size + 1) * level), s.size)
+    return float(s[k - 1])
+
 
 @dataclass(frozen=True)
-class ErrorModel:
-    """Back-tested prediction error of one (task, budget): log-space scales per horizon."""
+class ConformalErrorModel:
+    """Conformity scores of one (task, budget); scales for any horizon and level."""
 
-    horizons: np.ndarray  # log2 of the back-test horizons (1, 2, ...)
-    rmse: np.ndarray  # RMS log error at each back-test horizon
-    sd_rel: np.ndarray  # RMS of errors relative to the cross-candidate mean
+    scores: np.ndarray       # |e| / h**gamma, every back-tested candidate and horizon
+    rel_scores: np.ndarray   # |e - median_h(e)| / h**gamma
+    horizons: np.ndarray     # the back-test horizons used (doublings)
     gamma: float
 
-    def _extrapolate(self, values: np.ndarray, horizon: float) -> float:
-        if self.horizons.size == 0:
-            return math.nan
-        k = self.horizons**self.gamma
-        scale = float((values * k).sum() / (k * k).sum())
-        return scale * horizon**self.gamma
+    def half_width(self, horizon: float, level: float = 0.9) -> float:
+        """Log-space half-width of the ``level`` interval ``horizon`` doublings out."""
+        return conformal_quantile(self.scores, level) * horizon**self.gamma
 
-    def rmse_at(self, horizon: float) -> float:
-        """RMS log error expected ``horizon`` doublings beyond the budget."""
-        return self._extrapolate(self.rmse, horizon)
+    def sd_rel_at(self, horizon: float, level: float = 0.9) -> float:
+        """Normal scale of the relative log errors that matches their ``level`` quantile."""
+        z = float(ndtri(0.5 + level / 2))
+        return conformal_quantile(self.rel_scores, level) * horizon**self.gamma / z
 
-    def sd_rel_at(self, horizon: float) -> float:
-        return self._extrapolate(self.sd_rel, horizon)
+    def rmse_at(self, horizon: float, level: float = 0.9) -> float:
+        """The normal scale whose ``level`` interval is this one (for callers that
+        still think in standard deviations)."""
+        return self.half_width(horizon, level) / float(ndtri(0.5 + level / 2))
 
 
 @dataclass(frozen=True)
-class Backtest:
-    """One back-test: the request with the budget cut, and the losses it must predict."""
-
-    request: tuple[CurveSet, int, int]
-    steps: int  # doublings between the pseudo budget and the pseudo target
+class _Plan:
+    requests: list[tuple[CurveSet, int, int]]
+    steps: list[int]
     truth: np.ndarray
+    index: np.ndarray  # positions of the scored candidates in the curve set
 
 
-def backtests(curves: CurveSet, budget: int, min_points: int,
-              max_steps: int = 4) -> list[Backtest]:
-    """Back-tests that cut the budget by 2, 4, ... (at most ``max_steps`` doublings).
-
-    The pseudo target is the largest size <= budget that every candidate has measured;
-    each pseudo budget must leave every candidate ``min_points`` sizes.
-    """
+def _plan(curves: CurveSet, budget: int, min_points: int, max_steps: int,
+          alive: Sequence[str] | None) -> _Plan:
     seen = curves.within(budget)
-    common = set(seen[0].sizes.tolist())
-    for curve in seen:
-        common &= set(curve.sizes.tolist())
-    if not common:
-        return []
+    names = list(alive) if alive is not None else seen.models
+    index = np.array([seen.models.index(m) for m in names], dtype=int)
+    common = set(seen[int(index[0])].sizes.tolist()) if index.size else set()
+    for i in index:
+        common &= set(seen[int(i)].sizes.tolist())
+    if len(index) < 2 or not common:
+        return _Plan([], [], np.empty(0), index)
     pseudo_target = int(max(common))
-    truth = seen.losses_at(pseudo_target, "back-testing needs it")
-    out = []
+    truth = np.array([seen[int(i)].loss_at(pseudo_target) for i in index])
+    requests, steps = [], []
     for step in range(1, max_steps + 1):
         pseudo_budget = pseudo_target // 2**step
         cut = seen.within(pseudo_budget)
-        if min(len(c) for c in cut) < max(min_points, 2):
+        if min(len(cut[int(i)]) for i in index) < max(min_points, 2):
             break
-        out.append(Backtest((cut, pseudo_budget, pseudo_target), step, truth))
-    return out
+        # Curves with fewer points (dropped candidates) are left out of the cut fit
+        # only if they could not be fitted at all.
+        keep = [c.model for c in cut if len(c) >= max(min_points, 2)]
+        if len(keep) < len(cut):
+            cut = cut.subset(keep)
+        requests.append((cut, pseudo_budget, pseudo_target))
+        steps.append(step)
+    return _Plan(requests, steps, truth, index)
 
 
-def error_models(predictor: Predictor, requests: Sequence[tuple[CurveSet, int, int]],
-                 min_points: int, gamma: float = 1.0) -> list[ErrorModel]:
+def conformal_models(predictor: Predictor, requests: Sequence[tuple[CurveSet, int, int]],
+                     min_points: int, gamma: float = DEFAULT_GAMMA,
+                     max_steps: int = MAX_STEPS,
+                     alive: Sequence[Sequence[str] | None] | None = None
+                     ) -> list[ConformalErrorModel]:
     """Back-test ``predictor`` for every request (one batched predictor call)."""
-    plans = [backtests(c, b, min_points) for c, b, _ in requests]
-    flat = [bt.request for plan in plans for bt in plan]
+    alive = list(alive) if alive is not None else [None] * len(requests)
+    plans = [_plan(c, b, min_points, max_steps, a)
+             for (c, b, _), a in zip(requests, alive, strict=True)]
+    flat = [r for p in plans for r in p.requests]
     predictions = iter(predictor(flat) if flat else [])
-    models = []
-    for plan in plans:
-        horizons, rmse, sd_rel = [], [], []
-        for bt in plan:
-            err = np.log(np.asarray(next(predictions), dtype=float)) - np.log(bt.truth)
+    out = []
+    for plan, (curves, budget, _) in zip(plans, requests, strict=True):
+        names = [curves.within(budget).models[int(i)] for i in plan.index]
+        scores, rel, hs = [], [], []
+        for (cut, _, _), step in zip(plan.requests, plan.steps, strict=True):
+            pred = np.asarray(next(predictions), dtype=float)
+            pos = [cut.models.index(m) for m in names]
+            err = np.log(pred[pos]) - np.log(plan.truth)
             err = err[np.isfinite(err)]
             if err.size < 2:
                 continue
-            horizons.append(bt.steps)
-            rmse.append(math.sqrt(float(np.mean(err**2))))
-            sd_rel.append(math.sqrt(float(np.mean((err - err.mean()) ** 2))))
-        models.append(ErrorModel(np.array(horizons, dtype=float), np.array(rmse),
-                                 np.array(sd_rel), gamma))
-    return models
+            scale = float(step) ** gamma
+            scores.append(np.abs(err) / scale)
+            rel.append(np.abs(err - np.median(err)) / scale)
+            hs.append(step)
+        cat = (lambda xs: np.concatenate(xs) if xs else np.empty(0))  # noqa: E731
+        out.append(ConformalErrorModel(cat(scores), cat(rel), np.array(hs, dtype=float),
+                                       float(gamma)))
+    return out
 
 
-def interval(predicted: np.ndarray, log_sd: float, level: float = 0.9
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """Central ``level`` interval for log-normal errors of scale ``log_sd`` (NaN bounds
-    when the scale is unknown: too few sizes to back-test)."""
-    if not math.isfinite(log_sd):  # nothing to back-test yet: no interval to state
+def conformal_interval(predicted: np.ndarray, model: ConformalErrorModel, horizon: float,
+                       level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+    """The ``level`` interval of every prediction (NaN bounds without back-tests)."""
+    half = model.half_width(horizon, level)
+    if not math.isfinite(half):
         nan = np.full(np.shape(predicted), np.nan)
         return nan, nan.copy()
-    z = float(ndtri(0.5 + level / 2))
-    spread = np.exp(z * log_sd)
+    spread = math.exp(half)
     return predicted / spread, predicted * spread
+
+
+#: candidates per block of the P(best) integral (a block holds block x grid values)
+_PBEST_CHUNK = 2048
 
 
 def probability_best(predicted: np.ndarray, log_sd: float, grid: int = 801) -> np.ndarray:
@@ -142,10 +177,18 @@ def probability_best(predicted: np.ndarray, log_sd: float, grid: int = 801) -> n
         best = mu == mu.min()
         return best / best.sum()
     x = np.linspace(mu.min() - 8 * log_sd, mu.max() + 8 * log_sd, grid)
-    z = (x[None, :] - mu[:, None]) / log_sd
-    pdf = np.exp(-0.5 * z * z) / (log_sd * math.sqrt(2 * math.pi))
-    log_surv = np.log(np.clip(1.0 - ndtr(z), 1e-300, None))
-    others = log_surv.sum(0, keepdims=True) - log_surv
-    integrand = pdf * np.exp(others)
-    p = np.trapezoid(integrand, x, axis=1)
+
+    def log_survival(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        z = (x[None, :] - rows[:, None]) / log_sd
+        return z, np.log(np.clip(1.0 - ndtr(z), 1e-300, None))
+
+    # In blocks of candidates, so that memory grows with n, not with n x grid at once.
+    chunks = [mu[i:i + _PBEST_CHUNK] for i in range(0, n, _PBEST_CHUNK)]
+    total = sum(log_survival(rows)[1].sum(0) for rows in chunks)
+    parts = []
+    for rows in chunks:
+        z, log_surv = log_survival(rows)
+        pdf = np.exp(-0.5 * z * z) / (log_sd * math.sqrt(2 * math.pi))
+        parts.append(np.trapezoid(pdf * np.exp(total[None, :] - log_surv), x, axis=1))
+    p = np.concatenate(parts)
     return p / p.sum()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,11 @@ import numpy as np
 
 from lensllm.core.curves import CurveSet
 from lensllm.core.evaluation import Cell, Evaluation
+from lensllm.core.robustness import AdaptiveRow, RobustnessReport
 from lensllm.core.selectors import Selection
 from lensllm.core.selectors.lawfit import fit_points
 from lensllm.errors import InputError
+from lensllm.report.decision import decide
 from lensllm.report.tables import fmt, text_table
 
 METRICS = (("pearcorr", "PearCorr"), ("relacc", "RelAcc"))
@@ -68,9 +71,11 @@ def calibration_table(cells: list) -> str:
         per_task = [float(np.mean([c.coverage for c in mine if c.task == t])) for t in tasks]
         rows.append(["mean", *per_task, float(np.mean([c.coverage for c in mine]))])
         level = 100 * mine[0].level
+        worst = min(mine, key=lambda c: c.coverage)
         blocks.append(text_table(["ratio", *tasks, "all"], rows,
                                  title=f"coverage of the {level:.0f} % interval (x100) -- "
-                                       f"{method}"))
+                                       f"{method}")
+                      + f"\nworst cell: {worst.task} {worst.ratio} {worst.coverage:.1f}")
     return "\n\n".join(blocks)
 
 
@@ -85,7 +90,8 @@ def adaptive_table(rows: list[dict[str, Any]], ats_rows: list[dict[str, Any]]) -
                      *[r["relacc"][t] for t in tasks], float(np.mean(list(
                          r["relacc"].values())))])
     for r in ats_rows:
-        body.append([f"ats at {r['ratio']}", *[100 * r["flops"]] * len(tasks), 100 * r["flops"],
+        body.append([r.get("label", f"ats at {r['ratio']}"), *[100 * r["flops"]] * len(tasks),
+                     100 * r["flops"],
                      *[r["relacc"][t] for t in tasks],
                      float(np.mean(list(r["relacc"].values())))])
     headers = ["search", *[f"FLOPs% {t}" for t in tasks], "FLOPs% mean",
@@ -118,29 +124,40 @@ def plot_evaluation(evaluation: Evaluation, folder: Path) -> list[Path]:
 
 
 def selection_json(selection: Selection) -> dict[str, Any]:
+    """``lower`` / ``upper`` bound the ``interval_level`` interval (null: none)."""
+    decision = decide(selection)
+    level = selection.details.get("level") if selection.lower is not None else None
     return {
         "method": selection.method, "task": selection.task, "budget": selection.budget,
         "target": selection.target, "chosen": selection.chosen,
-        "ranking": selection.to_records(),
+        "interval_level": level, "decision": decision.kind,
+        "contenders": decision.contenders, "decision_text": decision.text(),
+        "warnings": list(selection.warnings), "ranking": selection.to_records(),
     }
+
+
+def interval_headers(selection: Selection) -> dict[str, str]:
+    """Column titles that say what the bounds are: ``90 % low`` / ``90 % high``."""
+    level = round(100 * selection.details.get("level", 0.9))
+    return {"lower": f"{level} % low", "upper": f"{level} % high", "p_best": "P(best)"}
 
 
 def selection_table(selection: Selection) -> str:
     records = selection.to_records()
     columns = ["rank", "model", "score"]
-    label = "score"
+    names = {"score": "score", **interval_headers(selection)}
     if selection.predicted is not None:
         columns = ["rank", "model", "predicted"]
-        label = f"predicted loss at {selection.target:,}"
+        names["predicted"] = f"predicted loss at {selection.target:,}"
     for extra in ("lower", "upper", "p_best"):
         if records and extra in records[0]:
             columns.append(extra)
     rows = [[r[c] for c in columns] for r in records]
-    headers = [label if c in ("predicted", "score") else c for c in columns]
+    headers = [names.get(c, c) for c in columns]
     title = (f"{selection.task}: {selection.method}, budget {selection.budget:,}, "
              f"target {selection.target:,}")
     return (text_table(headers, rows, digits=4, title=title)
-            + f"\n\nchosen: {selection.chosen}")
+            + f"\n\n{decide(selection).text()}\nchosen: {selection.chosen}")
 
 
 def fit_report(curves: CurveSet, model: str, law_name: str, budget: int | None,
@@ -177,14 +194,20 @@ def fit_report(curves: CurveSet, model: str, law_name: str, budget: int | None,
     predicted = float(result.predict(target))
     true = curve.loss_at(target)
     params = {k: float(v) for k, v in result.params.items()}
+    band, bounds, level, why_none = _fit_interval(method, curves, model, result.predict,
+                                                  budget if budget is not None else largest,
+                                                  target)
     payload = {
-        "model": model, "law": law.name, "budget": budget, "target": target,
+        "model": model, "law": law.name, "law_requested": law_name, "note": note,
+        "budget": budget, "target": target,
         "params": params, "predicted": predicted, "true": true,
+        "lower": bounds[0], "upper": bounds[1], "interval_level": level,
         "rmse_log": result.rmse_log, "condition": result.condition,
         "starts_agree": result.starts_agree, "success": result.success,
         "points": int(sizes.size),
     }
-    lines = [f"{curves.task}: {model} -- {law.name} law on {sizes.size} points"
+    asked = f" (asked for {law_name})" if law.name != law_name else ""
+    lines = [f"{curves.task}: {model} -- {law.name} law{asked} on {sizes.size} points"
              + (f" (sizes <= {budget:,})" if budget is not None else "")]
     if note:
         lines.append(f"note: {note}")
@@ -194,14 +217,66 @@ def fit_report(curves: CurveSet, model: str, law_name: str, budget: int | None,
     lines.append(f"  predicted loss at {target:,}: {predicted:.4f}"
                  + (f" (measured {true:.4f}, error {100 * (predicted - true) / true:+.1f} %)"
                     if true is not None else ""))
+    if bounds[0] is not None:
+        lines.append(f"  {level * 100:.0f} % interval at {target:,}: {bounds[0]:.4f} ... "
+                     f"{bounds[1]:.4f} (back-tested on the {len(curves)} models of the file)")
+    else:
+        lines.append(f"  no interval: {why_none}")
     if plot is not None:
         from lensllm.report.plots import plot_curve_fit
 
         plot_curve_fit(plot, curve, result.predict, budget, target, true_at_target=true,
-                       title=f"{model} ({law.name})", label=f"{law.name} fit")
+                       title=f"{model} ({law.name})", label=f"{law.name} fit",
+                       band_fn=band, band_label=f"{level * 100:.0f} % interval"
+                       if level else "interval")
         lines.append(f"  plot: {plot}")
     return {"text": "\n".join(lines), "json": payload, "fit": result}
 
 
+def _fit_interval(method, curves: CurveSet, model: str, predict, budget: int, target: int
+                  ) -> tuple[Any, tuple[float | None, float | None], float | None, str]:
+    """The interval of one fit, back-tested as ``select`` does, on every model of the
+    file: (band function for the plot, bounds at the target, level, why there is none)."""
+    from lensllm.report.plots import extrapolation_band
+
+    try:
+        selection = method.select(curves, budget, target, uncertainty=True)
+    except InputError as exc:
+        return None, (None, None), None, f"the other models cannot be back-tested ({exc})"
+    error_model, level = selection.details.get("error_model"), selection.details.get("level")
+    if error_model is None or not math.isfinite(error_model.half_width(1.0)):
+        return None, (None, None), None, "too few sizes to back-test the law"
+    band = extrapolation_band(predict, error_model, budget, level)
+    low, high = band(np.array([float(target)]))
+    return band, (float(low[0]), float(high[0])), level, ""
+
+
 __all__ = ["evaluation_csv", "evaluation_tables", "fit_report", "plot_evaluation",
            "selection_json", "selection_table"]
+
+
+def robustness_table(report: RobustnessReport) -> str:
+    """The robustness protocol: one row per variant and method (the reference left out)."""
+    lines = [f"{'variant':16s} {'method':22s} {'cells':>5s} {'PearCorr':>8s} "
+             f"{'RelAcc':>7s} | {'ref P':>6s} {'ref R':>6s} | worst vs {report.reference}: "
+             "PearCorr (cell), RelAcc (cell)"]
+    others = any(s.method != report.reference for s in report.summaries)
+    for s in report.summaries:
+        if s.method == report.reference and others:
+            continue
+        lines.append(
+            f"{s.variant:16s} {s.method:22s} {s.cells:5d} {s.pearcorr:8.1f} {s.relacc:7.1f} | "
+            f"{s.ref_pearcorr:6.1f} {s.ref_relacc:6.1f} | {s.worst_pearcorr:+6.1f} "
+            f"({s.worst_pearcorr_cell}), {s.worst_relacc:+6.1f} ({s.worst_relacc_cell})")
+    return "\n".join(lines)
+
+
+def adaptive_sweep_table(rows: Sequence[AdaptiveRow]) -> str:
+    """The adaptive search per variant and FLOPs budget, next to the fixed baselines."""
+    lines = [f"{'variant':12s} {'budget':>7s} {'used':>6s} {'RelAcc':>6s} {'worst task':>18s} | "
+             f"{'AtS >= FLOPs':>12s} {'(FLOPs)':>7s} {'lowest@s':>8s}"]
+    for r in rows:
+        lines.append(f"{r.variant:12s} {100 * r.budget:6.2f}% {100 * r.flops:5.2f}% "
+                     f"{r.relacc:6.1f} {r.worst_task:>11s} {r.worst_relacc:6.1f} | "
+                     f"{r.ats_relacc:12.1f} {100 * r.ats_flops:6.2f}% {r.lowest_relacc:8.1f}")
+    return "\n".join(lines)

@@ -22,83 +22,130 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lensllm.fileio import short_hash
+from lensllm.report.bench import interval_headers
+from lensllm.report.decision import decide, interval_overlaps
+from lensllm.report.ledger import ledger_rows, reference
 from lensllm.report.tables import fmt, markdown_table
 
 if TYPE_CHECKING:
-    from lensllm.core.curves import CurveSet
+    from lensllm.core.curves import Curve, CurveSet
     from lensllm.core.selectors import Selection
     from lensllm.run.pipeline import RunOutcome
 
 SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
+#: table cells that are numbers (right-aligned; text reads better left-aligned)
+NUMBER = re.compile(r"^[-+]?[\d,.]+(e[-+]?\d+)?( %)?$|^-$")
+#: the decision's kind, as the summary line says it
+CONFIDENCE = {"clear": "clear winner", "near-tie": "near tie, see Decision",
+              "tie": "a tie, see Decision", "not-enough-data": "not enough data to be sure",
+              "single": "the only candidate", "ranking-only": "no confidence stated"}
 
 
-def _slug(name: str) -> str:
-    return SLUG.sub("_", name).strip("_") or "model"
+def plot_name(name: str) -> str:
+    """A file name for a candidate's plot: readable (an ASCII slug of the name) and
+    unique (a short hash of the whole name), so names without ASCII letters
+    (``模型-α``, ``模板-β``) do not collide, and the same name always maps to it."""
+    slug = SLUG.sub("_", name).strip("_")[:40]
+    return f"{slug + '-' if slug else ''}{short_hash(name, 8)}.png"
 
 
 def _ranking_rows(selection: Selection) -> tuple[list[str], list[list[Any]]]:
-    level = round(100 * selection.details.get("level", 0.9))
-    names = {"lower": f"{level} % low", "upper": f"{level} % high", "p_best": "P(best)"}
+    names = interval_headers(selection)
     extra = [k for k in names if getattr(selection, k) is not None]
     headers = ["rank", "candidate", f"predicted loss at {selection.target:,}"]
     headers += [names[k] for k in extra]
+    overlaps = interval_overlaps(selection)
+    if selection.lower is not None:
+        headers.append("interval vs the leader's")
     rows = []
     for rec in selection.to_records():
         row = [rec["rank"], rec["model"], rec.get("predicted", rec["score"])]
         row += [rec[k] for k in extra]
+        if selection.lower is not None:
+            i = selection.models.index(rec["model"])
+            row.append("leader" if rec["rank"] == 1 else
+                       "overlaps" if overlaps[i] else "apart")
         rows.append(row)
     return headers, rows
+
+
+def residuals(curve: Curve, predict: Any) -> np.ndarray:
+    """log(observed) - log(fitted) at each measured size of ``curve``."""
+    fitted = np.asarray(predict(curve.sizes.astype(float)), dtype=float)
+    return np.log(curve.losses) - np.log(fitted)
 
 
 def _diagnostics(curves: CurveSet, selection: Selection
                  ) -> tuple[list[str], list[list[Any]]]:
     fits = selection.details.get("fits")
+    predict = selection.details.get("predict")
     headers = ["candidate", "sizes measured", "largest", "zero-shot loss", "params"]
+    if predict is not None:
+        headers += ["fit RMSE (log)", "worst residual (log)", "residuals (log) by size"]
     if fits:
-        headers += ["fit RMSE (log)", "Jacobian cond.", "starts agree"]
+        headers += ["Jacobian cond.", "starts agree"]
     rows = []
     for i, curve in enumerate(curves):
         row = [curve.model, len(curve), int(curve.sizes.max()) if len(curve) else "-",
                curve.zero_shot, f"{curve.params:,.0f}" if curve.params else "-"]
+        if predict is not None:
+            res = residuals(curve, lambda n, i=i: predict(i, n)) if len(curve) else None
+            if res is None or not np.isfinite(res).all():
+                row += ["-", "-", "-"]
+            else:
+                worst = int(np.argmax(np.abs(res)))
+                row += [f"{float(np.sqrt(np.mean(res**2))):.4f}",
+                        f"{res[worst]:+.4f} at {int(curve.sizes[worst]):,}",
+                        " ".join(f"{int(n)}:{r:+.3f}" for n, r in zip(curve.sizes, res,
+                                                                     strict=True))]
         if fits:
             f = fits[i]
-            row += [f"{f.rmse_log:.4f}", f"{f.condition:.2e}",
-                    "yes" if f.starts_agree else "NO"]
+            row += [f"{f.condition:.2e}", "yes" if f.starts_agree else "NO"]
         rows.append(row)
     return headers, rows
 
 
+def _bands(selection: Selection) -> list[Any]:
+    """Per candidate: sizes -> the interval band of its extrapolation (None without
+    back-tested intervals or predictions)."""
+    from lensllm.report.plots import extrapolation_band
+
+    predict, model = selection.details.get("predict"), selection.details.get("error_model")
+    if predict is None or model is None or not math.isfinite(model.half_width(1.0)):
+        return [None] * len(selection.models)
+    level = selection.details.get("level", 0.9)
+    return [extrapolation_band(lambda n, i=i: predict(i, n), model, selection.budget, level)
+            for i in range(len(selection.models))]
+
+
 def _plots(run_dir: Path, curves: CurveSet, selection: Selection,
            true_at_target: dict[str, float]) -> list[Path]:
-    from lensllm.report.plots import plot_curve_fit
+    """The combined plot (every candidate on one axis) first, then one per candidate."""
+    from lensllm.report.plots import plot_all_fits, plot_curve_fit
 
     predict = selection.details.get("predict")
-    out = []
+    bands = _bands(selection)
+    level = f"{round(100 * selection.details.get('level', 0.9))} % interval"
+    predicts = [(lambda n, i=i: predict(i, n)) if predict is not None else None
+                for i in range(len(curves))]
+    out = [plot_all_fits(run_dir / "plots" / "all-candidates.png", list(curves), predicts,
+                         bands, selection.budget, selection.target,
+                         f"all candidates ({selection.method})", true_at_target,
+                         band_label=level)]
     for i, curve in enumerate(curves):
         band = None
         if selection.lower is not None and np.isfinite(selection.lower[i]):
             band = (float(selection.lower[i]), float(selection.upper[i]))
             if not all(math.isfinite(b) for b in band):
                 band = None  # no interval (too few sizes to back-test): nothing to draw
-        fn = (lambda n, i=i: predict(i, n)) if predict is not None else None
-        out.append(plot_curve_fit(run_dir / "plots" / f"{_slug(curve.model)}.png", curve, fn,
-                                  selection.budget, selection.target, band=band,
+        out.append(plot_curve_fit(run_dir / "plots" / plot_name(curve.model), curve,
+                                  predicts[i], selection.budget, selection.target, band=band,
                                   true_at_target=true_at_target.get(curve.model),
                                   title=f"{curve.model} ({selection.method})",
-                                  label=f"{selection.method} fit"))
+                                  label=f"{selection.method} fit", band_fn=bands[i],
+                                  band_label=level))
     return out
-
-
-def _ledger_rows(ledger: dict[str, Any]) -> list[list[Any]]:
-    return [
-        ["fine-tuning runs done", ledger["runs"]],
-        ["FLOPs spent (6 x params x tokens, one pass per subset)",
-         f"{ledger['spent_flops']:.3e}"],
-        ["FLOPs of fine-tuning every candidate at the target", f"{ledger['reference_flops']:.3e}"],
-        ["share spent", f"{100 * ledger['fraction']:.2f} %"],
-        ["compute saved", f"{ledger['saved_percent']:.1f} %"],
-        ["actual training FLOPs of the runs (all epochs)", f"{ledger['actual_train_flops']:.3e}"],
-    ]
 
 
 def write_report(outcome: RunOutcome) -> Path:
@@ -124,16 +171,29 @@ def write_report(outcome: RunOutcome) -> Path:
     def add(title: str, md: str, body: str | None = None, table_id: str | None = None) -> None:
         sections.append((title, md, body if body is not None else _md_table_html(md, table_id)))
 
+    ledger = outcome.ledger
+    decision = decide(selection, {c.model: float(c.params) for c in curves if c.params},
+                      ledger.get("tokens_per_example"), reference(ledger)[0])
     intro = (f"Task **{outcome.task}**, {len(curves)} candidates, method "
              f"**{selection.method}**, budget {selection.budget:,} examples, target "
-             f"{selection.target:,}. **Chosen: {selection.chosen}.** Wall time "
-             f"{outcome.wall_seconds:.0f} s.")
-    add("Ranking", markdown_table(r_headers, r_rows, digits=4), table_id="ranking")
-    add("Compute", markdown_table(["", "value"], _ledger_rows(outcome.ledger)))
+             f"{selection.target:,}. **Chosen: {selection.chosen}** "
+             f"({CONFIDENCE[decision.kind]}). Wall time {outcome.wall_seconds:.0f} s.")
+    add("Decision", f"**{decision.headline}** {decision.next_step}".strip()
+        + "".join(f"\n\nWarning: {w}" for w in selection.warnings))
+    ranking = markdown_table(r_headers, r_rows, digits=4)
+    if decision.overlapping and selection.p_best is not None:
+        ranking += (f"\n\nThe intervals of {', '.join(decision.overlapping)} overlap the "
+                    "leader's. An interval holds the whole prediction error, including an "
+                    "error that moves every candidate the same way; P(best) counts only the "
+                    "errors relative to the other candidates, so it can be near 0 despite an "
+                    "overlap.")
+    add("Ranking", ranking, table_id="ranking")
+    add("Compute", markdown_table(["part", "FLOPs", "share of the reference", "counted as"],
+                                  ledger_rows(ledger)))
     if halving is not None:
         rows = [[r.size, len(r.survivors), r.leader, f"{r.leader_p_best:.2f}",
                  f"{100 * r.flops_fraction:.2f} %"] for r in halving.rungs]
-        add("Adaptive search (successive halving)",
+        add("Adaptive search",
             markdown_table(["largest size", "survivors", "leader", "leader P(best)",
                             "FLOPs share so far"], rows)
             + f"\n\nStopped: {halving.stop_reason}.")
@@ -158,22 +218,27 @@ def write_report(outcome: RunOutcome) -> Path:
     md = [f"# lensllm run: {config.name}", "", intro, ""]
     for title, body, _ in sections:
         md += [f"## {title}", "", body, ""]
-    md += ["## Curves", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots]
+    captions = ["all candidates: fits, extrapolations and intervals",
+                *curves.within(selection.budget).models]
+    md += ["## Curves", ""] + [f"![{c}](plots/{p.name})"
+                               for p, c in zip(plots, captions, strict=True)]
     md_path = run_dir / "report.md"
     md_path.write_text("\n".join(md) + "\n")
 
     images = "".join(
-        f'<figure><img alt="{html.escape(p.stem)}" src="data:image/png;base64,'
-        f'{base64.b64encode(p.read_bytes()).decode()}"><figcaption>{html.escape(p.stem)}'
-        "</figcaption></figure>" for p in plots)
+        f'<figure{" class=wide" if k == 0 else ""}><img alt="{html.escape(c)}" '
+        'src="data:image/png;base64,'
+        f'{base64.b64encode(p.read_bytes()).decode()}"><figcaption>{html.escape(c)}'
+        "</figcaption></figure>" for k, (p, c) in enumerate(zip(plots, captions, strict=True)))
     body = "".join(f"<h2>{html.escape(t)}</h2>{h}" for t, _, h in sections)
     page = (
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>lensllm run: {html.escape(config.name)}</title><style>"
         "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
         "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;"
-        "padding:.25em .6em;text-align:right}td:nth-child(2),th:nth-child(2){text-align:left}"
-        "figure{display:inline-block;margin:.5em}img{max-width:520px}pre{background:#f5f5f5;"
+        "padding:.25em .6em;text-align:right}td.t,th{text-align:left}"
+        "figure{display:inline-block;margin:.5em}img{max-width:520px}"
+        ".wide img{max-width:800px}pre{background:#f5f5f5;"
         "padding:1em;overflow:auto}</style></head><body>"
         f"<h1>lensllm run: {html.escape(config.name)}</h1>"
         f"<p id=\"summary\">{_inline_md(intro)}</p>{body}<h2>Curves</h2>{images}"
@@ -201,7 +266,9 @@ def _md_table_html(md: str, table_id: str | None = None) -> str:
             out.append(f'<table id="{table_id}">' if table_id and not out else "<table>")
             out.append("<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>")
             for r in rest:
-                out.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>")
+                out.append("<tr>" + "".join(
+                    f"<td>{html.escape(c)}</td>" if NUMBER.match(c)
+                    else f'<td class="t">{html.escape(c)}</td>' for c in r) + "</tr>")
             out.append("</table>")
             rows = []
         if line.strip():

@@ -52,7 +52,7 @@ TOP_KEYS = {
     "budget": "largest subset size to fine-tune on (integer)",
     "target": "full data size to predict the loss at (integer)",
     "method": "selection method (default lensllm)",
-    "search": "adaptive (successive halving, default) or grid",
+    "search": "adaptive (drops only candidates unlikely to be best; default) or grid",
     "flops_budget": "adaptive search: FLOPs share of fine-tuning every candidate at the "
                     "target (0-1)",
     "training": "fine-tuning settings (batch_size, max_length, max_epochs, ...)",
@@ -584,11 +584,17 @@ def _sizes(value: Any, budget: int, file: str) -> list[int] | None:
         return None
     if not isinstance(value, list) or not value:
         raise InputError(f"{file}: sizes must be a list of whole numbers")
-    sizes = sorted({_int(s, f"{file}: sizes[]", 1) for s in value})
+    given = [_int(s, f"{file}: sizes[]", 1) for s in value]
+    sizes = sorted(set(given))
     if sizes[-1] > budget:
         raise InputError(f"{file}: sizes include {sizes[-1]}, above the budget ({budget})")
     if len(sizes) < 3:
-        raise InputError(f"{file}: give at least 3 sizes (a law needs 3 points)")
+        # name the repeats: [64, 8, 8] lists three sizes but only two different ones
+        repeated = sorted({n for n in given if given.count(n) > 1})
+        listed = ", ".join(str(n) for n in given)
+        why = (f" ({', '.join(map(str, repeated))} repeated)" if repeated else "")
+        raise InputError(f"{file}: sizes [{listed}] hold {len(sizes)} different size(s)"
+                         f"{why}; give at least 3 different sizes (a law needs 3 points)")
     return sizes
 
 

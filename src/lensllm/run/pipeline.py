@@ -4,7 +4,7 @@ Steps (each resumable -- finished jobs live in the run directory's store):
 
 1. resolve the candidates and the task (building the offline zoo when asked);
 2. zero-shot losses (size-0 jobs) and NTK probes, one job per candidate;
-3. the search: ``adaptive`` (successive halving over data size, the default) or
+3. the search: ``adaptive`` (the adaptive search over data size, the default) or
    ``grid`` (every candidate on every size up to the budget);
 4. curves from the store (with NTK spectra), the selection with intervals and P(best);
 5. with ``verify``: every candidate on the full grid and at the target size, and every
@@ -407,7 +407,7 @@ def search_grid(ctx: RunContext, sizes: Sequence[int]) -> None:
 def search_adaptive(ctx: RunContext, sizes: Sequence[int], zero: dict[str, dict[str, Any]],
                     ntk: dict[str, dict[str, Any]], tokens: dict[str, float]
                     ) -> HalvingResult:
-    from lensllm.core.search import HalvingSettings, SuccessiveHalving
+    from lensllm.core.search import AdaptiveSearch, AdaptiveSettings
 
     stubs = [c for c in build_curves(ctx, zero, ntk, up_to=0)]
 
@@ -420,8 +420,8 @@ def search_adaptive(ctx: RunContext, sizes: Sequence[int], zero: dict[str, dict[
             out[name] = results[job.key]["test_loss"] if job.key in results else math.inf
         return out
 
-    settings = HalvingSettings(flops_fraction=ctx.config.flops_budget)
-    halving = SuccessiveHalving(ctx.config.method, settings)
+    settings = AdaptiveSettings(flops_fraction=ctx.config.flops_budget)
+    halving = AdaptiveSearch(ctx.config.method, settings)
     return halving.run(train, stubs, list(sizes), ctx.config.target, tokens,
                        task=ctx.task.name)
 
@@ -482,11 +482,20 @@ def _run(config: RunConfig, verify: bool, progress: RunProgress, executor: Execu
         selection = selector.select(curves, budget, config.target, uncertainty=True)
         actual = sum(r["train_flops"] for runs in _finetuned(ctx).values()
                      for n, r in runs.items() if n <= config.budget)
-        ledger = flops_summary(measured, tokens, config.target, actual)
+        ledger = flops_summary(measured, tokens, config.target, actual, zero=zero, ntk=ntk)
 
         verification, verified = None, None
         if verify:
             verification, verified = run_verify(ctx, sizes, zero, ntk)
+            runs = _finetuned(ctx)
+            ledger["verify_train_flops"] = sum(r["train_flops"] for by_size in runs.values()
+                                               for n, r in by_size.items()
+                                               if n > config.budget)
+            at_target = [by_size[config.target]["train_flops"] for by_size in runs.values()
+                         if config.target in by_size]
+            # the measured reference only when every candidate has its target run
+            ledger["target_train_flops"] = (sum(at_target) if len(at_target) == len(runs)
+                                            else None)
         outcome = RunOutcome(config=config, task=ctx.task.name, curves=curves,
                              selection=selection, halving=halving, ledger=ledger,
                              failures=ctx.failures, verify=verification, verified=verified,
@@ -504,19 +513,29 @@ def _run(config: RunConfig, verify: bool, progress: RunProgress, executor: Execu
 
 
 def flops_summary(curves: CurveSet, tokens: dict[str, float], target: int,
-                  actual_train_flops: float) -> dict[str, Any]:
+                  actual_train_flops: float, zero: dict[str, dict[str, Any]] | None = None,
+                  ntk: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The compute ledger of the runs behind ``curves``: each size of each curve charged
-    6 x params x tokens, against fine-tuning every candidate once at the target."""
+    6 x params x tokens, against fine-tuning every candidate once at the target; with
+    the zero-shot and NTK results, their FLOPs too (the NTK probes' as an upper
+    estimate, 6 x params x tokens per probe example: they record no FLOPs count)."""
     ledger = FlopsLedger(tokens)
     params = {c.model: float(c.params) for c in curves}
     for curve in curves:
         for n in curve.sizes:
             ledger.charge(curve.model, params[curve.model], int(n))
     spent, reference = ledger.total, ledger.reference(params, target)
-    return {"spent_flops": spent, "reference_flops": reference,
-            "fraction": spent / reference, "saved_percent": 100 * (1 - spent / reference),
-            "actual_train_flops": actual_train_flops, "tokens_per_example": tokens,
-            "runs": len(ledger.entries)}
+    out = {"spent_flops": spent, "reference_flops": reference,
+           "fraction": spent / reference, "saved_percent": 100 * (1 - spent / reference),
+           "actual_train_flops": actual_train_flops, "tokens_per_example": tokens,
+           "runs": len(ledger.entries)}
+    if zero is not None:
+        out["zero_shot_flops"] = float(sum(r.get("eval_flops") or 0 for r in zero.values()))
+    if ntk is not None:
+        out["ntk_flops"] = float(sum(
+            ledger.cost(name, params[name], int(r["summary"].get("n_examples") or 0))
+            for name, r in ntk.items() if name in params))
+    return out
 
 
 def export_curves(curves: CurveSet, run_dir: Path) -> None:

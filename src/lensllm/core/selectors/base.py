@@ -22,8 +22,13 @@ from lensllm.errors import InputError
 #: exponent of the back-tested error growth with the horizon (lensllm.core.uncertainty),
 #: a setting of every loss-predicting selector; benchmarks/tune_intervals.py holds the
 #: rule that chose the default
-INTERVAL_GAMMA = Setting("interval_gamma", number(at_least=0), 1.5,
+INTERVAL_GAMMA = Setting("interval_gamma", number(at_least=0), 1.65,
                          "growth exponent of the interval width with log2(target / budget)")
+
+
+#: relative score difference below which two candidates tie (identical curves give
+#: identical fits up to rounding)
+TIE_TOLERANCE = 1e-9
 
 
 @dataclass
@@ -47,6 +52,10 @@ class Selection:
     p_best: np.ndarray | None = None
     higher_is_better: bool = False
     details: dict[str, Any] = field(default_factory=dict)
+    #: what makes this ranking less trustworthy than it looks (one line each: a single
+    #: candidate, a tie, losses that rise with data); ``lensllm.select`` also issues
+    #: them as Python warnings and the CLI prints them as ``warning:`` lines
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def order(self) -> np.ndarray:
@@ -64,6 +73,17 @@ class Selection:
     @property
     def chosen(self) -> str:
         return self.models[int(self.order[0])]
+
+    @property
+    def tied(self) -> list[str]:
+        """The models whose score equals the leader's (just the leader when none does):
+        among them the pick is arbitrary, the input order."""
+        first = self.scores[int(self.order[0])]
+        if not math.isfinite(first):
+            return [self.chosen]
+        return [self.models[i] for i in self.order
+                if math.isfinite(self.scores[i])
+                and math.isclose(self.scores[i], first, rel_tol=TIE_TOLERANCE)]
 
     def to_records(self) -> list[dict[str, Any]]:
         rows = []
@@ -106,6 +126,9 @@ class Selector(ABC):
     needs_params: ClassVar[bool] = False
     #: fewest measured sizes (> 0, <= budget) each curve must have
     required_sizes: ClassVar[int] = 0
+    #: most candidates one ranking may hold (None: no limit); a method whose time and
+    #: memory grow faster than the count states its limit instead of running for hours
+    max_candidates: ClassVar[int | None] = None
     higher_is_better: ClassVar[bool] = False
     #: whether the score is a predicted loss at the target (False: a ranking score only)
     predicts_loss: ClassVar[bool] = True
@@ -182,21 +205,28 @@ class Selector(ABC):
         visible = []
         for curves, budget, target in requests:
             check_budget(budget, target)
+            self._check_count(curves)
             seen = curves.within(budget)
             for curve in seen:
                 self._check_curve(curve, budget, curves.task)
             visible.append((seen, budget, target))
         selections = self._select_many(visible)
-        for selection in selections:
+        for selection, (seen, _, _) in zip(selections, visible, strict=True):
             selection.higher_is_better = self.higher_is_better
             selection.method = self.label
+            selection.warnings = degenerate_warnings(seen, selection)
         if uncertainty:
             self._add_uncertainty(visible, selections, level)
         return selections
 
     def _add_uncertainty(self, requests: list[tuple[CurveSet, int, int]],
                          selections: list[Selection], level: float) -> None:
-        from lensllm.core.uncertainty import error_models, interval, probability_best
+        from lensllm.core.uncertainty import (
+            PBEST_LEVEL,
+            conformal_interval,
+            conformal_models,
+            probability_best,
+        )
 
         if not (0 < level < 1):
             raise InputError(f"interval level must be between 0 and 1, got {level}")
@@ -207,18 +237,27 @@ class Selector(ABC):
             return [s.predicted for s in self._select_many(pseudo)]
 
         gamma = self._values.get(INTERVAL_GAMMA.name, INTERVAL_GAMMA.default)
-        models = error_models(predictor, requests, max(self.required_sizes, 2), gamma)
+        models = conformal_models(predictor, requests, max(self.required_sizes, 2), gamma)
         for selection, model, (_, budget, target) in zip(selections, models, requests,
                                                          strict=True):
             horizon = math.log2(target / budget)
-            selection.lower, selection.upper = interval(selection.predicted,
-                                                        model.rmse_at(horizon), level)
-            selection.p_best = probability_best(selection.predicted, model.sd_rel_at(horizon))
+            selection.lower, selection.upper = conformal_interval(selection.predicted, model,
+                                                                  horizon, level)
+            selection.p_best = probability_best(selection.predicted,
+                                                model.sd_rel_at(horizon, PBEST_LEVEL))
             selection.details["error_model"] = model
             selection.details["level"] = level
 
     def _select_many(self, requests: list[tuple[CurveSet, int, int]]) -> list[Selection]:
         return [self._select(*request) for request in requests]
+
+    def _check_count(self, curves: CurveSet) -> None:
+        if self.max_candidates is not None and len(curves) > self.max_candidates:
+            raise InputError(
+                f"{curves.task}: {len(curves):,} candidates; the {self.name} method ranks at "
+                f"most {self.max_candidates:,} at once (its time and memory grow faster than "
+                "the count); rank a subset (e.g. one family) or use ats"
+            )
 
     def _check_curve(self, curve: Curve, budget: int, task: str) -> None:
         if self.needs_zero_shot and curve.zero_shot is None:
@@ -259,3 +298,39 @@ def check_budget(budget: int, target: int) -> None:
             f"budget ({budget}) must be smaller than the target ({target}): the point is to "
             "predict the loss at a data size you have not trained on"
         )
+
+
+def rising_curves(curves: CurveSet) -> list[tuple[str, float, float, float, float]]:
+    """Curves whose loss grows with the data (least-squares slope of log loss on log
+    size above zero, over at least 2 sizes): (model, first size, its loss, last size,
+    its loss)."""
+    out = []
+    for curve in curves:
+        sizes, losses = curve.sizes.astype(float), curve.losses
+        keep = (sizes > 0) & np.isfinite(losses) & (losses > 0)
+        if keep.sum() < 2:
+            continue
+        x, y = np.log(sizes[keep]), np.log(losses[keep])
+        slope = float(np.polyfit(x, y, 1)[0]) if np.ptp(x) > 0 else 0.0
+        if slope > 0:
+            out.append((curve.model, float(sizes[keep][0]), float(losses[keep][0]),
+                        float(sizes[keep][-1]), float(losses[keep][-1])))
+    return out
+
+
+def degenerate_warnings(curves: CurveSet, selection: Selection) -> list[str]:
+    """One line per reason a ranking is weaker than its numbers suggest."""
+    out = []
+    if len(selection.models) == 1:
+        out.append(f"{selection.task}: only one candidate ({selection.chosen}): there is "
+                   "nothing to choose between, so its P(best) of 1 says nothing")
+    tied = selection.tied
+    if len(tied) > 1:
+        out.append(f"{selection.task}: {', '.join(tied)} tie on the {selection.method} score "
+                   f"({float(selection.scores[selection.models.index(tied[0])]):.6g}): the "
+                   f"pick of {selection.chosen} among them is arbitrary (input order)")
+    for model, n0, l0, n1, l1 in rising_curves(curves):
+        out.append(f"{selection.task}: {model}: the loss rises with data ({l0:.4g} at "
+                   f"{n0:,.0f} to {l1:.4g} at {n1:,.0f}); a scaling law assumes it falls, so "
+                   "check the curve file (a wrong column, or a metric where higher is better)")
+    return out
