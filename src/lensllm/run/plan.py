@@ -145,7 +145,7 @@ def make_plan(config: RunConfig, *, measure: bool = True, verify: bool = False,
               progress: RunProgress | None = None) -> Plan:
     """The plan of a run config: resolve, count, optionally measure; trains nothing
     that a run keeps and writes nothing into the run directory."""
-    from lensllm.core.search import FlopsLedger, HalvingSettings
+    from lensllm.core.search import AdaptiveSettings, FlopsLedger
     from lensllm.hf import Candidate, TrainConfig, load_task
     from lensllm.hf.trainconfig import StepPlan
 
@@ -187,7 +187,7 @@ def make_plan(config: RunConfig, *, measure: bool = True, verify: bool = False,
         jobs += [PlannedJob("ntk", name, None, "start",
                             est_seconds=_ntk_seconds(by_name[name], config.ntk.probe_size))
                  for name in candidates]
-    warmup = HalvingSettings().warmup if config.search == "adaptive" else len(sizes)
+    warmup = AdaptiveSettings().warmup if config.search == "adaptive" else len(sizes)
     for i, size in enumerate(sizes):
         phase = "grid" if config.search == "grid" else (
             "first rungs" if i < warmup else "further rungs")
