@@ -16,7 +16,7 @@ from typing import Any
 TESTS = Path(__file__).resolve().parent
 SIZES = (16, 32, 64)
 # Fields that legitimately differ between two runs of the same job.
-VOLATILE = ("time_s", "seconds", "threads", "rss")
+VOLATILE = ("time_s", "seconds", "threads", "rss", "_per_s")
 
 
 def write_config(folder: Path, micro: dict[str, Any], **changes: Any) -> Path:

@@ -26,14 +26,15 @@ from typing import Any
 
 import pytest
 
-CANDIDATE_MAP = ("name, path, method, learning_rate, lora, gguf_file, trust_remote_code")
+CANDIDATE_MAP = ("name, path, method, learning_rate, lora, gguf_file, trust_remote_code, "
+                 "revision")
 TOP_KEYS = ("name, run_dir, cache_dir, seed, zoo, task, candidates, sizes, budget, target, "
             "method, search, flops_budget, training, ntk, executor")
 METHODS = ("zeroshot, subset-loss, model-size, vanilla, rectified, ats, lensllm, "
            "lensllm-paper, nlpmetrics, subtuning, zero-shot, modelsize")
-TRAINING_KEYS = ("batch_size, eval_batch_size, eval_every, max_epochs, max_grad_norm, "
-                 "max_length, max_steps, num_threads, patience, schedule, warmup_ratio, "
-                 "weight_decay")
+TRAINING_KEYS = ("batch_size, eval_batch_size, eval_every, gradient_checkpointing, "
+                 "max_epochs, max_grad_norm, max_length, max_steps, micro_batch_size, "
+                 "num_threads, patience, precision, schedule, warmup_ratio, weight_decay")
 WIDE = "config name,0,200,400,800\na,3.0,2.5,2.2,2.0\nb,3.2,2.4,2.1,1.9\n"
 # A model folder that passes inspection without torch: a GPT-2 config and a weight file
 # (never loaded: every case below fails before any model is loaded).
@@ -207,9 +208,17 @@ CASES = [
     Case("config-unreadable", RUN, "Invalid value for 'CONFIG': Path 'c.yaml' is not readable.",
          {"c.yaml": _unreadable}, drop_file_caps=True),
     Case("config-missing-checkpoint", RUN,
-         "candidate 'a': checkpoint 'model' does not exist; give the path of a local Hugging "
-         "Face model directory (with config.json) or of a .gguf file",
-         {"c.yaml": _yaml(), "task.jsonl": TEXT_TASK}, needs=("transformers",)),
+         "candidate 'a': checkpoint '{tmp}/model' does not exist; give the path of a local "
+         "Hugging Face model directory (with config.json) or of a .gguf file",
+         {"c.yaml": _yaml(candidates="[{name: a, path: ./model}]"), "task.jsonl": TEXT_TASK},
+         needs=("transformers",)),
+    Case("config-hub-id-not-cached", RUN,
+         "candidate 'a': 'model' is not a local folder, and as a Hub model it is not in the "
+         "Hugging Face cache /nonexistent-hf-home/hub, which HF_HUB_OFFLINE=1 forbids "
+         "filling; download it where there is network (hf download model) into that cache, "
+         "or point HF_HOME at a cache that has it",
+         {"c.yaml": _yaml(), "task.jsonl": TEXT_TASK}, needs=("transformers",),
+         env={"HF_HOME": "/nonexistent-hf-home"}),
     Case("config-checkpoint-not-a-model", RUN,
          "candidate 'a': 'model' is not a model checkpoint (no config.json and no .gguf file "
          "in it); give a directory written by save_pretrained",

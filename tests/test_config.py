@@ -38,10 +38,12 @@ def config(**changes):
 
 
 def test_valid_config_and_defaults(tmp_path):
+    (tmp_path / "ckpt-a").mkdir()  # local; ckpt-b names nothing here, so it is a Hub id
     cfg = parse_config(config(), source=tmp_path / "demo.yaml")
     assert cfg.name == "demo" and cfg.method == "lensllm" and cfg.search == "adaptive"
     assert cfg.run_dir == tmp_path / "runs" / "demo"
     assert cfg.candidates[0].path == str(tmp_path / "ckpt-a")
+    assert cfg.candidates[1].path == "ckpt-b"
     # workers None: one per visible GPU, else one; device auto: a GPU when there is one
     assert cfg.executor.kind == "local" and cfg.executor.workers is None
     assert cfg.executor.device == "auto"
@@ -66,16 +68,17 @@ BAD = [
     (config(candidates=[{"name": "a", "path": "x"}, {"name": "a", "path": "y"}]),
      "c.yaml: two candidates are named 'a'; give each a distinct name"),
     (config(candidates=[{"name": "a"}]),
-     "c.yaml: candidates[0]: missing 'path' (a local checkpoint folder)"),
+     "c.yaml: candidates[0]: missing 'path' (a local checkpoint folder or a Hub model id)"),
     (config(candidates=[{"path": "x", "lr": 1}]),
      "c.yaml: candidates[0]: unknown key 'lr'; known keys: name, path, method, "
-     "learning_rate, lora, gguf_file, trust_remote_code"),
+     "learning_rate, lora, gguf_file, trust_remote_code, revision"),
     (config(candidates=[]), "c.yaml: candidates must be 'zoo' or a non-empty list of "
      "candidate mappings"),
     (config(candidates="zoo"), "c.yaml: candidates is 'zoo' but the config has no zoo section"),
     (config(task={"path": "zoo"}), "c.yaml: task.path is 'zoo' but the config has no zoo "
      "section"),
-    (config(task={"n0": 4}), "c.yaml: task.path is missing (a task file or folder, or 'zoo')"),
+    (config(task={"n0": 4}), "c.yaml: task.path is missing (a task file or folder, or 'zoo'), "
+     "or give dataset (a Hub dataset or a folder of data files)"),
     (config(task={"path": "t", "n0": 0}), "c.yaml: task.n0 must be >= 1, got 0"),
     (config(task={"path": "t", "kind": "images"}),
      "c.yaml: task.kind must be text or pairs, got 'images'"),
@@ -198,12 +201,21 @@ def test_task_settings_resolve_the_path_and_keep_only_what_is_set(tmp_path):
 
 
 def test_candidate_specs_name_themselves_after_their_folder(tmp_path):
+    (tmp_path / "models/gpt2").mkdir(parents=True)
     spec = CandidateSpec.from_mapping({"path": "models/gpt2", "method": "lora",
                                        "lora": {"rank": 4}}, "c.yaml: candidates[0]", tmp_path)
     assert spec == CandidateSpec("gpt2", str(tmp_path / "models/gpt2"),
                                  {"method": "lora", "lora": {"rank": 4}})
     assert spec.to_dict() == {"name": "gpt2", "path": str(tmp_path / "models/gpt2"),
                               "method": "lora", "lora": {"rank": 4}}
+    # Nothing at the path, and a repo id's shape: a Hub model, named after its repo.
+    hub = CandidateSpec.from_mapping({"path": "HuggingFaceTB/SmolLM2-135M", "revision": "main"},
+                                     "c.yaml: candidates[0]", tmp_path)
+    assert hub == CandidateSpec("SmolLM2-135M", "HuggingFaceTB/SmolLM2-135M",
+                                {"revision": "main"})
+    # Not a repo id's shape: a local path (which fails later as missing).
+    odd = CandidateSpec.from_mapping({"path": "a/b/c"}, "c.yaml: candidates[0]", tmp_path)
+    assert odd.path == str(tmp_path / "a/b/c")
 
 
 def test_zoo_candidates_share_their_settings(tmp_path):

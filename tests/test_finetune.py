@@ -47,7 +47,7 @@ WORDS = (
     *("tree", "roof", "red", "blue", "green", "small", "big", "quick", "slow", "and", "or"),
     "but",
 )
-TIMING_FIELDS = ("wall_time_s", "train_time_s", "eval_time_s")
+TIMING_FIELDS = ("wall_time_s", "train_time_s", "eval_time_s", "train_tokens_per_s")
 # One thread: fast on a busy 2-core machine and the same bits on every machine.
 FAST = {"num_threads": 1, "max_length": 48, "batch_size": 8}
 
@@ -568,8 +568,9 @@ def test_task_spec_is_validated_once_and_every_call_form_agrees(tmp_path: Path) 
     where = f"task 't' ({path})"
     with pytest.raises(InputError, match=r"^task: unknown setting\(s\) size; known: "):
         TaskSpec.from_mapping({"path": str(path), "size": 3})
-    with pytest.raises(InputError, match=exactly("task: 'path' is missing (a task file or "
-                                                 "folder)")):
+    with pytest.raises(InputError, match=exactly(
+            "task: 'path' is missing (a task file or folder), or give 'dataset' (a Hub "
+            "dataset or a folder of data files)")):
         load_task()
     with pytest.raises(InputError, match=exactly(f"{where}: unknown txt_unit 'word'; use "
                                                  "'line' or 'paragraph'")):

@@ -386,9 +386,14 @@ def fit(curves: Path, model: str, law: str, budget: int | None, target: int | No
 @click.option("--force", is_flag=True,
               help="Continue a run directory made with a different config (finished jobs "
                    "whose settings still match are reused).")
+@click.option("--plan", "plan_only", is_flag=True,
+              help="Print every job the run would start, its tokens, FLOPs and estimated "
+                   "time, and train nothing.")
+@click.option("--no-measure", is_flag=True,
+              help="With --plan: skip the short measured run per candidate (no times).")
 def run_cmd(config: Path, verify: bool, flops_budget: float | None, search: str | None,
             executor_kind: str | None, workers: int | None, run_dir: Path | None, fmt: str,
-            quiet: bool, wait: bool, force: bool) -> None:
+            quiet: bool, wait: bool, force: bool, plan_only: bool, no_measure: bool) -> None:
     """Fine-tune, measure NTKs, fit, rank and report, from a YAML run config."""
     from lensllm.report.bench import selection_table
     from lensllm.report.run_report import write_report
@@ -397,10 +402,20 @@ def run_cmd(config: Path, verify: bool, flops_budget: float | None, search: str 
     from lensllm.run.pipeline import run, summary_json
     from lensllm.run.progress import RunProgress, duration
 
+    if no_measure and not plan_only:
+        raise InputError("--no-measure applies to --plan only; add --plan, or drop it")
     # the flags are checked by the rules of the config keys they override
     cfg = load_config(config).with_overrides(flops_budget=flops_budget, search=search,
                                              executor=executor_kind, workers=workers,
                                              run_dir=run_dir)
+    if plan_only:
+        from lensllm.run.plan import make_plan
+
+        with contextlib.redirect_stdout(sys.stderr):
+            plan = make_plan(cfg, measure=not no_measure, verify=verify,
+                             progress=RunProgress(quiet=quiet))
+        _echo(json.dumps(plan.to_dict(), indent=1) if fmt == "json" else plan.to_text())
+        return
     # stdout carries only the result: whatever the run prints (Ray's notices of dead
     # workers, library chatter) goes to stderr, so --format json stays parseable.
     progress = RunProgress(quiet=quiet)

@@ -1,15 +1,17 @@
 """Candidate models: which pretrained checkpoint to fine-tune, how, and loading it.
 
-A :class:`Candidate` names a local Hugging Face checkpoint (a directory with
-``config.json``, or a ``.gguf`` file) together with the fine-tuning method and its
-settings.  The method is part of the candidate's *identity*: a LoRA rank-8 curve and
-a full fine-tuning curve of the same checkpoint are different curves, and
+A :class:`Candidate` names a Hugging Face checkpoint -- a local directory with
+``config.json``, a ``.gguf`` file, or a Hub id (``org/name``, resolved into the HF cache
+by :mod:`lensllm.hf.hub`) -- together with the fine-tuning method and its settings.  The
+method is part of the candidate's *identity*: a LoRA rank-8 curve and a full
+fine-tuning curve of the same checkpoint are different curves, and
 :meth:`Candidate.identity_hash` keeps them apart in a results store.
 
 :func:`load_candidate` returns ``(model, tokenizer)`` ready for training: fp32, eager
 attention, on CPU, with LoRA adapters attached when the method is ``lora``.
 
-Nothing here downloads anything: every path must already be on disk.
+Only Hub ids download anything (through ``huggingface_hub``, into the HF cache, and
+not at all with ``HF_HUB_OFFLINE=1``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from lensllm.errors import InputError, one_line
 from lensllm.fileio import short_hash
+from lensllm.hf.hub import is_hub_id, resolve_model
 from lensllm.hf.runtime import quiet_transformers
 
 if TYPE_CHECKING:
@@ -99,7 +102,10 @@ class Candidate:
     """One pretrained model to fine-tune, and how.
 
     ``path`` is a local checkpoint directory (with ``config.json``), a directory
-    holding exactly one ``.gguf`` file, or a ``.gguf`` file itself.  ``method`` is
+    holding exactly one ``.gguf`` file, a ``.gguf`` file itself, or a Hub model id
+    (``org/name``: a relative path that does not exist here and has a repo id's shape,
+    as ``from_pretrained`` decides) at ``revision`` (a branch, tag or commit; default
+    the main branch).  ``method`` is
     ``"full"`` (every weight trains) or ``"lora"`` (only low-rank adapters train).
     ``learning_rate=None`` takes the method's default
     (:data:`DEFAULT_LEARNING_RATES`); ``lora_target_modules=None`` takes the
@@ -118,6 +124,7 @@ class Candidate:
     lora_target_modules: tuple[str, ...] | None = None
     gguf_file: str | None = None
     trust_remote_code: bool = False
+    revision: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -170,6 +177,26 @@ class Candidate:
             object.__setattr__(self, "lora_target_modules", targets)
         if not isinstance(self.trust_remote_code, bool):
             raise InputError(f"{where}: 'trust_remote_code' must be true or false")
+        if self.revision is not None:
+            if not isinstance(self.revision, str) or not self.revision:
+                raise InputError(f"{where}: 'revision' must be a branch, tag or commit hash")
+            if self.hub_id is None:
+                raise InputError(f"{where}: 'revision' applies to Hub model ids (org/name), "
+                                 f"and {str(self.path)!r} is a local path")
+
+    @property
+    def hub_id(self) -> str | None:
+        """The Hub model id when ``path`` names one, else None (a local checkpoint)."""
+        text = self.path.as_posix()
+        return text if not self.path.is_absolute() and is_hub_id(text) else None
+
+    def local_path(self) -> Path:
+        """The checkpoint folder on disk: ``path``, or a Hub id's snapshot in the HF cache
+        (downloaded unless ``HF_HUB_OFFLINE`` forbids it; raise InputError)."""
+        if self.hub_id is None:
+            return self.path
+        return resolve_model(self.hub_id, self.revision, self.gguf_file,
+                             f"candidate {self.name!r}")[0]
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Candidate:
@@ -210,7 +237,8 @@ class Candidate:
 
     def checkpoint(self) -> CheckpointInfo:
         """Inspect the checkpoint on disk (config only, no weights); raise InputError."""
-        return inspect_checkpoint(self.path, self.gguf_file, self.trust_remote_code, self.name)
+        return inspect_checkpoint(self.local_path(), self.gguf_file, self.trust_remote_code,
+                                  self.name)
 
     def target_modules(self) -> tuple[str, ...]:
         """The LoRA target module names for this candidate's architecture."""
@@ -239,13 +267,18 @@ class Candidate:
 
         The checkpoint's content fingerprint plus the method and its settings.  The
         display name and the directory's location are left out on purpose: renaming
-        or moving a checkpoint keeps its results; changing the method does not.
+        or moving a checkpoint keeps its results; changing the method does not.  A Hub
+        model adds its id and the commit its revision resolved to (local checkpoints
+        keep exactly the identity they always had, so existing job keys stand).
         """
         info = self.checkpoint()
+        hub = {} if self.hub_id is None else {"hub": {"repo_id": self.hub_id,
+                                                      "commit": info.directory.name}}
         return {
             "checkpoint": info.fingerprint,
             "model_type": info.model_type,
             "gguf_file": info.gguf_file,
+            **hub,
             **self.method_settings(),
         }
 
@@ -257,6 +290,12 @@ class Candidate:
         """The spec as a JSON-able dict (the inverse of :meth:`from_dict`)."""
         out = asdict(self)
         out["path"] = str(self.path)
+        if self.hub_id is not None:
+            # Pinned to the commit this process resolved, so that every worker of a run
+            # trains the commit its job keys name, even if the branch moves meanwhile.
+            out["revision"] = self.local_path().name
+        elif out["revision"] is None:
+            del out["revision"]  # local checkpoints: the dict they always had
         if self.lora_target_modules is not None:
             out["lora_target_modules"] = list(self.lora_target_modules)
         return out

@@ -24,6 +24,14 @@ Losses are mean negative log-likelihoods per scored token (nats), summed over th
 whole split before dividing, so padding and batch composition do not change them.
 Tokens and FLOPs are counted as :mod:`lensllm.hf.flops` describes.
 
+Memory: ``batch_size`` is the effective batch of an optimiser step; it is computed in
+micro-batches of ``micro_batch_size`` examples (default: the whole batch), their
+gradients accumulated, so the step is the same whatever the micro-batch (up to
+round-off, and to dropout, whose random masks are drawn per micro-batch).  On an
+out-of-memory error the run halves its micro-batch and redoes the step (the optimiser
+has not moved yet), and records it; only at micro-batch 1 does it fail.  Precision and
+loss scaling: :mod:`lensllm.hf.amp`.
+
 Determinism: the same candidate, task, size, seed, config and torch thread count give
 bit-identical losses.  The thread count matters because CPU kernels split reductions
 by thread; set :attr:`TrainConfig.num_threads` to pin it (it is recorded either way).
@@ -40,89 +48,32 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from lensllm.errors import InputError
+from lensllm.hf.amp import (
+    Precision,
+    loss_sum,
+    peak_memory,
+    release_memory,
+    resolve_precision,
+    scored_tokens,
+)
 from lensllm.hf.candidates import Candidate, load_candidate
+from lensllm.hf.device import resolve_device
 from lensllm.hf.flops import batch_tokens, model_costs
 from lensllm.hf.runtime import torch_threads
-from lensllm.hf.tasks import IGNORE_INDEX, Task, TokenizedSplit
+from lensllm.hf.tasks import Task, TokenizedSplit
+from lensllm.hf.trainconfig import (  # re-exported: the training API lives here
+    MAX_AUTO_EVAL_INTERVAL,
+    SCHEDULES,
+    StepPlan,
+    TrainConfig,
+)
 
-SCHEDULES = ("linear", "cosine", "constant")
-# With eval_every unset the validation loss is measured once per epoch, but at least
-# this often, so early stopping still works on large subsets.
-MAX_AUTO_EVAL_INTERVAL = 200
+__all__ = ["MAX_AUTO_EVAL_INTERVAL", "SCHEDULES", "Progress", "RunResult", "StepPlan",
+           "TrainConfig", "run_finetune"]
 
 STAGES = ("zero_shot", "train", "eval", "test", "done")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyper-parameters of a fine-tuning run (the learning rate lives on the candidate).
-
-    ``eval_batch_size=None`` uses twice ``batch_size``; ``max_steps=None`` leaves only
-    the epoch cap; ``eval_every=None`` evaluates once per epoch but at least every
-    :data:`MAX_AUTO_EVAL_INTERVAL` steps; ``max_grad_norm=None`` disables clipping;
-    ``num_threads=None`` keeps torch's current thread count.
-    """
-
-    batch_size: int = 8
-    eval_batch_size: int | None = None
-    max_length: int = 128
-    max_epochs: int = 10
-    max_steps: int | None = None
-    eval_every: int | None = None
-    patience: int = 3
-    warmup_ratio: float = 0.1
-    schedule: str = "linear"
-    weight_decay: float = 0.0
-    max_grad_norm: float | None = 1.0
-    num_threads: int | None = None
-
-    def __post_init__(self) -> None:
-        def positive_int(key: str, optional: bool = False) -> None:
-            value = getattr(self, key)
-            if value is None and optional:
-                return
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"training: {key!r} must be an integer >= 1")
-
-        for key in ("batch_size", "max_length", "max_epochs", "patience"):
-            positive_int(key)
-        for key in ("eval_batch_size", "max_steps", "eval_every", "num_threads"):
-            positive_int(key, optional=True)
-        if self.max_length < 2:
-            raise InputError("training: 'max_length' must be >= 2 (a token and its successor)")
-        if not (_is_number(self.warmup_ratio) and 0 <= self.warmup_ratio < 1):
-            raise InputError("training: 'warmup_ratio' must be a number in [0, 1)")
-        if self.schedule not in SCHEDULES:
-            raise InputError(
-                f"training: unknown schedule {self.schedule!r}; use one of {', '.join(SCHEDULES)}"
-            )
-        if not (_is_number(self.weight_decay) and self.weight_decay >= 0):
-            raise InputError("training: 'weight_decay' must be a number >= 0")
-        if self.max_grad_norm is not None and not (
-            _is_number(self.max_grad_norm) and self.max_grad_norm > 0
-        ):
-            raise InputError("training: 'max_grad_norm' must be a number > 0 (or unset)")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Build from a config mapping; unknown keys are an InputError."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(
-                f"training: unknown setting(s) {', '.join(unknown)}; known: "
-                f"{', '.join(sorted(known))}"
-            )
-        return cls(**data)
-
-    def identity(self) -> dict[str, Any]:
-        """The settings that shape the result (the thread count only perturbs round-off)."""
-        out = asdict(self)
-        del out["num_threads"]
-        return out
 
 
 @dataclass(frozen=True)
@@ -198,6 +149,15 @@ class RunResult:
     device: str = "cpu"
     #: the Hessian measurement at the end of the run, when asked for (see run_finetune)
     hessian: dict[str, Any] | None = None
+    #: the precision it ran in (``auto`` resolved) and its final micro-batch size
+    precision: str = "fp32"
+    micro_batch_size: int = 0
+    #: out-of-memory recoveries: ``{step, stage, micro_batch_size}`` (the size after it)
+    oom_retries: list[dict[str, Any]] = field(default_factory=list)
+    #: training tokens per second of training time (None without training)
+    train_tokens_per_s: float | None = None
+    #: peak memory allocated on the GPU during the run (None on a CPU)
+    peak_memory_bytes: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict of every field (``hessian`` only when it was measured)."""
@@ -213,31 +173,6 @@ class RunResult:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-@dataclass(frozen=True)
-class _Plan:
-    """The settings of a run resolved for its subset size."""
-
-    steps_per_epoch: int
-    max_steps: int
-    eval_every: int
-    warmup_steps: int
-    eval_batch_size: int
-
-    @classmethod
-    def for_size(cls, size: int, config: TrainConfig) -> _Plan:
-        steps_per_epoch = math.ceil(size / config.batch_size)
-        max_steps = steps_per_epoch * config.max_epochs
-        if config.max_steps is not None:
-            max_steps = min(max_steps, config.max_steps)
-        return cls(
-            steps_per_epoch=steps_per_epoch,
-            max_steps=max_steps,
-            eval_every=config.eval_every or max(1, min(steps_per_epoch, MAX_AUTO_EVAL_INTERVAL)),
-            warmup_steps=math.ceil(config.warmup_ratio * max_steps),
-            eval_batch_size=config.eval_batch_size or 2 * config.batch_size,
-        )
-
-
 class _Session:
     """One run's model, data and running counters (tokens, FLOPs, clocks, early stopping)."""
 
@@ -246,10 +181,16 @@ class _Session:
         model: Any,
         pad_id: int,
         encoder_decoder: bool,
-        plan: _Plan,
+        plan: StepPlan,
         notify: ProgressCallback,
+        precision: Precision,
+        micro_batch_size: int,
     ) -> None:
         self.model = model
+        self.precision = precision
+        self.micro = micro_batch_size
+        self.eval_batch = plan.eval_batch_size
+        self.oom_retries: list[dict[str, Any]] = []
         self.pad_id = pad_id
         self.encoder_decoder = encoder_decoder
         self.plan = plan
@@ -276,20 +217,27 @@ class _Session:
         """Mean NLL per scored token over a split; charges its tokens, FLOPs and time."""
         started = time.perf_counter()
         order = np.argsort(split.lengths, kind="stable").tolist()  # less padding
-        total, scored_total = 0.0, 0
-        batch_size = self.plan.eval_batch_size
+        total, scored_total, start = 0.0, 0, 0
         self.model.eval()
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                batch = self._on_device(split.collate(order[start : start + batch_size],
-                                                      self.pad_id))
-                loss_sum, scored = _loss_sum(self.model, batch, self.encoder_decoder)
-                total += float(loss_sum)
+        while start < len(order):
+            rows = order[start : start + self.eval_batch]
+            try:
+                batch = self._on_device(split.collate(rows, self.pad_id))
+                with torch.inference_mode(), self.precision.autocast():
+                    summed, scored = loss_sum(self.model, batch, self.encoder_decoder)
+            except torch.OutOfMemoryError:
+                pass  # handled below, once the failed batch's tensors are released
+            else:
+                total += float(summed)
                 scored_total += scored
+                start += len(rows)
                 enc_tokens, dec_tokens = batch_tokens(batch, self.encoder_decoder)
                 self.eval_tokens += enc_tokens + dec_tokens
                 self.eval_flops += enc_tokens * self.costs.encoder_eval
                 self.eval_flops += dec_tokens * self.costs.decoder_eval
+                continue
+            # A sum over examples: a smaller batch gives the same loss.
+            self.eval_batch = self._shrink(self.eval_batch, "eval")
         self.eval_time += time.perf_counter() - started
         return total / scored_total if scored_total else math.nan
 
@@ -320,10 +268,8 @@ class _Session:
         while True:
             order = torch.randperm(len(train_split), generator=order_rng).tolist()
             for start in range(0, len(order), config.batch_size):
-                batch = self._on_device(
-                    train_split.collate(order[start : start + config.batch_size], self.pad_id)
-                )
-                loss = self._step(batch, optimizer, scheduler, config.max_grad_norm)
+                rows = order[start : start + config.batch_size]
+                loss = self._step(train_split, rows, optimizer, scheduler, config.max_grad_norm)
                 window.append(loss)
                 self.notify(
                     Progress(
@@ -372,29 +318,75 @@ class _Session:
 
     def _step(
         self,
-        batch: dict[str, torch.Tensor],
+        split: TokenizedSplit,
+        rows: list[int],
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         max_grad_norm: float | None,
     ) -> float:
+        """One optimiser step on the examples ``rows`` (the effective batch), in
+        micro-batches; on out-of-memory the micro-batch halves and the step is redone."""
         started = time.perf_counter()
         self.model.train()
-        loss_sum, scored = _loss_sum(self.model, batch, self.encoder_decoder)
-        loss = loss_sum / max(scored, 1)  # mean over the batch's scored tokens
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.trainable, max_grad_norm)
-        optimizer.step()
+        while True:
+            try:
+                loss, scored, tokens = self._accumulate(split, rows, optimizer)
+                break
+            except torch.OutOfMemoryError:
+                pass  # handled below, once the failed pass's activations are released
+            optimizer.zero_grad(set_to_none=True)
+            self.micro = self._shrink(self.micro, "train")
+        self.precision.step(optimizer, self.trainable, max_grad_norm)
         scheduler.step()
         self.train_time += time.perf_counter() - started
         self.step += 1
-        enc_tokens, dec_tokens = batch_tokens(batch, self.encoder_decoder)
-        self.tokens_seen += enc_tokens + dec_tokens
+        self.tokens_seen += tokens[0] + tokens[1]
         self.target_tokens_seen += scored
-        self.train_flops += enc_tokens * self.costs.encoder_train
-        self.train_flops += dec_tokens * self.costs.decoder_train
-        return float(loss.detach())
+        self.train_flops += tokens[0] * self.costs.encoder_train
+        self.train_flops += tokens[1] * self.costs.decoder_train
+        return loss
+
+    def _accumulate(
+        self, split: TokenizedSplit, rows: list[int], optimizer: torch.optim.Optimizer
+    ) -> tuple[float, int, tuple[int, int]]:
+        """Gradients of the batch's mean token loss, summed over its micro-batches.
+
+        Each micro-batch's summed loss is divided by the scored tokens of the *whole*
+        batch, so the accumulated gradient is the full batch's whatever the split.
+        Returns (mean loss, scored tokens, (encoder tokens, decoder tokens)).
+        """
+        optimizer.zero_grad(set_to_none=True)
+        batches = [split.collate(rows[i : i + self.micro], self.pad_id)
+                   for i in range(0, len(rows), self.micro)]
+        scored = sum(scored_tokens(b, self.encoder_decoder) for b in batches)
+        total, enc, dec = 0.0, 0, 0
+        for batch in batches:
+            batch = self._on_device(batch)
+            with self.precision.autocast():
+                summed, _ = loss_sum(self.model, batch, self.encoder_decoder)
+            self.precision.backward(summed / max(scored, 1))
+            total += float(summed.detach())
+            enc_tokens, dec_tokens = batch_tokens(batch, self.encoder_decoder)
+            enc, dec = enc + enc_tokens, dec + dec_tokens
+        return total / max(scored, 1), scored, (enc, dec)
+
+    def _shrink(self, size: int, stage: str) -> int:
+        """Half the batch after an out-of-memory error (recorded); at 1, give up."""
+        release_memory(self.device)
+        # a training step is numbered as it will be once done; an evaluation by the step
+        # whose weights it evaluates (0: the pretrained model)
+        step = self.step + 1 if stage == "train" else self.step
+        if size <= 1:
+            where = f"at training step {step}" if stage == "train" else (
+                f"evaluating after step {step}")
+            raise InputError(
+                f"out of {self.device.type.upper()} memory {where} even with one example "
+                "per batch; lower max_length, set gradient_checkpointing: true, use method: "
+                "lora, or pick a smaller model"
+            )
+        size = max(1, size // 2)
+        self.oom_retries.append({"step": step, "stage": stage, "micro_batch_size": size})
+        return size
 
     def _on_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.device.type == "cpu":
@@ -444,19 +436,33 @@ def run_finetune(
             f"LM; candidate {candidate.name!r} is an encoder-decoder model"
         )
     notify = progress or _ignore
-    plan = _Plan.for_size(size, config)
+    plan = StepPlan.for_size(size, config)
     started = time.perf_counter()
-    with torch_threads(config.num_threads) as threads, torch.random.fork_rng(devices=[]):
+    with torch_threads(config.num_threads) as threads, torch.random.fork_rng(devices=[]), \
+            peak_memory(resolve_device(device)) as peak:
         torch.manual_seed(seed)  # LoRA's adapter init and dropout draw from it
         model, tokenizer = load_candidate(candidate, device=device)
         _check_context_length(model, config.max_length, candidate.name)
+        where = next(model.parameters()).device
+        precision = Precision(resolve_precision(config.precision, where), where.type)
+        if config.gradient_checkpointing:
+            # Non-reentrant checkpointing needs no input gradients (LoRA freezes the
+            # embeddings, which the reentrant variant would need to require grads).
+            base = model.get_base_model() if hasattr(model, "get_base_model") else model
+            enable = getattr(base, "activation_checkpointing_enable", None)  # transformers>=5.2x
+            if enable is not None:
+                enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                base.gradient_checkpointing_enable(
+                    gradient_checkpointing_kwargs={"use_reentrant": False})
         tokenized = task.tokenize(
             tokenizer,
             max_length=config.max_length,
             encoder_decoder=info.is_encoder_decoder,
             cache_dir=cache_dir,
         )
-        session = _Session(model, _pad_id(tokenizer), info.is_encoder_decoder, plan, notify)
+        session = _Session(model, _pad_id(tokenizer), info.is_encoder_decoder, plan, notify,
+                           precision, config.micro_batch_size or config.batch_size)
         initial = None
         if hessian is not None:
             from lensllm.hf.hessian import snapshot
@@ -466,7 +472,6 @@ def run_finetune(
         zero_test = session.evaluate(test_split)
         zero_val = session.evaluate(val_split)
         notify(Progress("zero_shot", 0, plan.max_steps, val_loss=zero_val, best_val_loss=zero_val))
-
         session.train(
             tokenized.train(size),
             val_split,
@@ -534,6 +539,9 @@ def run_finetune(
                 "max_steps": plan.max_steps,
                 "eval_every": plan.eval_every,
                 "warmup_steps": plan.warmup_steps,
+                "precision": precision.name,
+                "micro_batch_size": config.micro_batch_size or config.batch_size,
+                "gradient_checkpointing": config.gradient_checkpointing,
             },
         },
         candidate_identity=candidate.identity(),
@@ -541,6 +549,12 @@ def run_finetune(
         val_history=session.history,
         versions=_versions(candidate.method),
         device=str(session.device),
+        precision=precision.name,
+        micro_batch_size=session.micro,
+        oom_retries=session.oom_retries,
+        train_tokens_per_s=(session.tokens_seen / session.train_time
+                            if session.train_time > 0 else None),
+        peak_memory_bytes=peak["bytes"],
     )
     if initial is not None:
         # After the record is made, so its times and eval FLOPs stay those of the run.
@@ -587,10 +601,6 @@ def _ignore(_: Progress) -> None:
     """The default progress callback: report nothing."""
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _check_context_length(model: Any, max_length: int, name: str) -> None:
     config = model.config
     limit = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
@@ -633,46 +643,6 @@ def _schedule(kind: str, warmup: int, total: int) -> Callable[[int], float]:
         return 1.0 - progress
 
     return factor
-
-
-def _decoder_inputs(model: Any, labels: torch.Tensor) -> torch.Tensor:
-    """Teacher-forcing decoder inputs: the labels shifted right behind the start token."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    prepare = getattr(base, "prepare_decoder_input_ids_from_labels", None)
-    if prepare is not None:
-        return prepare(labels=labels)
-    config = base.config
-    pad = config.pad_token_id if config.pad_token_id is not None else 0
-    shifted = labels.new_full(labels.shape, pad)
-    shifted[:, 1:] = labels[:, :-1]
-    shifted[:, 0] = config.decoder_start_token_id
-    return shifted.masked_fill(shifted == IGNORE_INDEX, pad)
-
-
-def _loss_sum(
-    model: Any, batch: dict[str, torch.Tensor], encoder_decoder: bool
-) -> tuple[torch.Tensor, int]:
-    """Summed token NLL over the scored positions of a batch, and their count."""
-    labels = batch["labels"]
-    if encoder_decoder:
-        logits = model(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            decoder_input_ids=_decoder_inputs(model, labels),
-        ).logits
-        targets = labels
-    else:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[
-            :, :-1
-        ]
-        targets = labels[:, 1:]
-    mask = targets != IGNORE_INDEX
-    scored = int(mask.sum())
-    if scored == 0:
-        return logits.sum() * 0.0, 0
-    # Only the scored positions go through the softmax: padding and context cost nothing.
-    loss = F.cross_entropy(logits[mask].float(), targets[mask], reduction="sum")
-    return loss, scored
 
 
 def _versions(method: str) -> dict[str, str]:

@@ -44,8 +44,8 @@ TOP_KEYS = {
     "cache_dir": "folder for the zoo, tokenised data and converted checkpoints",
     "seed": "integer >= 0",
     "zoo": "mapping {size: micro|demo|small|hub|hub-pilot, seed}",
-    "task": "mapping {path, kind, text_field, input_field, target_field, test_size, "
-            "val_size, n0}",
+    "task": "mapping {path or dataset, config, split, test_split, kind, text_field, "
+            "input_field, target_field, test_size, val_size, n0}",
     "candidates": "'zoo', {from: zoo, learning_rate, method, lora}, or a list of candidate "
                   "mappings",
     "sizes": "list of subset sizes (default: n0 x 2^k up to the budget)",
@@ -63,7 +63,7 @@ TOP_KEYS = {
 }
 REQUIRED_KEYS = ("candidates", "budget", "target")
 CANDIDATE_KEYS = ("name", "path", "method", "learning_rate", "lora", "gguf_file",
-                  "trust_remote_code")
+                  "trust_remote_code", "revision")
 SEARCHES = ("adaptive", "grid")
 DEFAULT_FLOPS_BUDGET = 0.05
 #: the name given to ``candidates: {from: zoo, ...}`` when its settings are checked
@@ -205,6 +205,10 @@ TASK_RULES: dict[str, Rule] = {
     "val_size": _whole(1),
     "n0": _whole(1),
     "name": _optional(_text),
+    "dataset": _text,  # replaced in TaskSettings.from_mapping (a folder or a Hub name)
+    "config": _optional(_text),
+    "split": _optional(_text),
+    "test_split": _optional(_text),
 }
 NTK_RULES: dict[str, Rule] = {"enabled": _flag, "params": _ntk_params,
                               "probe_size": _whole(2), "projection_dim": _optional(_whole(1))}
@@ -246,7 +250,7 @@ class TaskSettings:
     the values that need the data (``txt_unit``, the columns).
     """
 
-    path: str
+    path: str | None = None
     kind: str | None = None
     text_field: str | None = None
     input_field: str | None = None
@@ -256,6 +260,11 @@ class TaskSettings:
     val_size: int | None = None
     n0: int | None = None
     name: str | None = None
+    #: what datasets.load_dataset reads instead of ``path``: a Hub name or a local folder
+    dataset: str | None = None
+    config: str | None = None
+    split: str | None = None
+    test_split: str | None = None
 
     @classmethod
     def from_mapping(cls, data: Any, where: str, base: Path,
@@ -267,9 +276,24 @@ class TaskSettings:
                 raise InputError(f"{at} is 'zoo' but the config has no zoo section")
             return value
 
-        values = _checked(data, where, {**TASK_RULES, "path": path})
-        if "path" not in values:
-            raise InputError(f"{where}.path is missing (a task file or folder, or 'zoo')")
+        def dataset(value: Any, at: str) -> str:
+            local = _path(value, at, base)  # a folder beside the config, else a Hub name
+            return str(local) if local.exists() else value
+
+        values = _checked(data, where, {**TASK_RULES, "path": path, "dataset": dataset})
+        if "path" not in values and "dataset" not in values:
+            raise InputError(f"{where}.path is missing (a task file or folder, or 'zoo'), or "
+                             "give dataset (a Hub dataset or a folder of data files)")
+        if "path" in values and "dataset" in values:
+            raise InputError(f"{where}: give path (a task file or folder) or dataset (a Hub "
+                             "dataset or a folder of data files), not both")
+        if "dataset" not in values:
+            for key in ("config", "test_split"):
+                if key in values:
+                    raise InputError(f"{where}.{key} applies to a dataset task only")
+        elif "test_split" in values and "test_size" in values:
+            raise InputError(f"{where}: give test_split (a split held out as the test set) "
+                             "or test_size (examples carved from the data), not both")
         return cls(**values)
 
     @property
@@ -295,8 +319,9 @@ class CandidateSpec:
     def from_mapping(cls, data: Any, where: str, base: Path) -> CandidateSpec:
         settings = _mapping(data, where, CANDIDATE_KEYS)
         if "path" not in settings:
-            raise InputError(f"{where}: missing 'path' (a local checkpoint folder)")
-        path = str(_path(settings.pop("path"), f"{where}.path", base))
+            raise InputError(f"{where}: missing 'path' (a local checkpoint folder or a Hub "
+                             "model id)")
+        path = _checkpoint_path(settings.pop("path"), f"{where}.path", base)
         name = settings.pop("name", Path(path).name)
         if not isinstance(name, str) or not name:
             raise InputError(f"{where}.name must be a non-empty string")
@@ -315,6 +340,21 @@ class CandidateSpec:
         except InputError as exc:
             raise InputError(f"{where}: {exc}") from None
         return self
+
+
+def _checkpoint_path(value: Any, where: str, base: Path) -> str:
+    """A local checkpoint (relative to the config's folder), or a Hub model id: a value
+    with a repo id's shape that names nothing on disk (``from_pretrained``'s rule)."""
+    local = _path(value, where, base)
+    if local.exists():
+        return str(local)
+    from lensllm.hf.hub import looks_like_repo_id
+
+    if looks_like_repo_id(value):
+        return value
+    # "./model" beside a config in the working folder would come out as "model", which
+    # reads as a Hub id: an absolute path keeps a path meant to be local, local.
+    return str(local.absolute() if looks_like_repo_id(str(local)) else local)
 
 
 @dataclass(frozen=True)

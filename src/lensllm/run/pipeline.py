@@ -384,17 +384,23 @@ def build_curves(ctx: RunContext, zero: dict[str, dict[str, Any]],
 def tokens_per_example(ctx: RunContext) -> dict[str, float]:
     """Mean tokens of a training example under each candidate's tokenizer (over the
     examples the largest subset uses), for the papers' FLOPs accounting."""
+    return example_tokens(ctx.config, ctx.task, ctx.candidates, ctx.training["max_length"])
+
+
+def example_tokens(config: RunConfig, task: Task, candidates: dict[str, Candidate],
+                   max_length: int) -> dict[str, float]:
+    """:func:`tokens_per_example` from its parts (``lensllm run --plan`` has no context)."""
     from transformers import AutoTokenizer
 
-    size = min(ctx.task.pool_size, max(ladder(ctx.config, ctx.task)))
+    size = min(task.pool_size, max(ladder(config, task)))
     out = {}
-    for name, candidate in ctx.candidates.items():
+    for name, candidate in candidates.items():
         info = candidate.checkpoint()
         tokenizer = AutoTokenizer.from_pretrained(
             info.directory, **({"gguf_file": info.gguf_file} if info.gguf_file else {}))
-        tokenized = ctx.task.tokenize(tokenizer, max_length=ctx.training["max_length"],
-                                      encoder_decoder=info.is_encoder_decoder,
-                                      cache_dir=ctx.config.cache_dir)
+        tokenized = task.tokenize(tokenizer, max_length=max_length,
+                                  encoder_decoder=info.is_encoder_decoder,
+                                  cache_dir=config.cache_dir)
         out[name] = float(np.mean(tokenized.train(size).lengths))
     return out
 

@@ -245,7 +245,15 @@ def measure_ntk(
     if isinstance(examples, Sequence) and not isinstance(examples, str) and len(examples) > 0:
         _floor_vector(loss_floor, len(examples))  # fail before the expensive gradient pass
     start = time.perf_counter()
-    with PeakMemory() as memory:
+    # Always fp32, whatever training.precision says (load_candidate gives fp32 weights;
+    # autocast is switched off here in case a caller runs inside it).  The law reads the
+    # whole spectrum: F(t) = sum_i exp(-2 eta lambda_i t) a_i, where the small
+    # eigenvalues are the slow modes that dominate F at large t.  bf16 keeps about 3
+    # significant digits per gradient entry, so K = G G^T would carry round-off far
+    # above those eigenvalues and scramble them; the probe runs once per candidate,
+    # so fp32 costs little next to the fine-tuning runs.
+    device_type = next(model.parameters()).device.type
+    with PeakMemory() as memory, torch.autocast(device_type, enabled=False):
         gradients = per_example_gradients(
             model, examples, params=params, projection_dim=projection_dim,
             projection=projection, seed=seed, loss_fn=loss_fn, buffer_bytes=buffer_bytes,

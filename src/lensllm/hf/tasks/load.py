@@ -21,7 +21,8 @@ from lensllm.hf.tasks.readers import (
 )
 from lensllm.hf.tasks.task import Task, task_from_records
 
-_FIELD_KEYS = ("name", "text_field", "input_field", "target_field", "split_field", "split")
+_FIELD_KEYS = ("name", "text_field", "input_field", "target_field", "split_field", "split",
+               "dataset", "config", "test_split")
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,15 @@ class TaskSpec:
     ``split`` instead loads a single split of a DatasetDict (for one with unknown
     split names).  ``test_size``, ``val_size``, ``n0`` and ``seed`` are the
     :class:`~lensllm.hf.tasks.task.Task` settings.
+
+    Instead of ``path``, ``dataset`` names what ``datasets.load_dataset`` reads: a Hub
+    dataset (with its ``config``) or a local folder of data files.  ``split`` then
+    picks the split to use (test and validation carved from it), ``test_split`` a
+    split to hold out as the test set (training rows from ``split``, default
+    ``train``); with neither, every split is read as for a ``save_to_disk`` folder.
     """
 
-    path: Path
+    path: Path | None = None
     name: str | None = None
     kind: str | None = None
     text_field: str | None = None
@@ -59,11 +66,22 @@ class TaskSpec:
     val_size: int = 100
     n0: int = 200
     seed: int = 0
+    dataset: str | None = None
+    config: str | None = None
+    test_split: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.path, (str, os.PathLike)) or not str(self.path):
-            raise InputError(f"task: 'path' must be a file or folder path, got {self.path!r}")
-        object.__setattr__(self, "path", Path(self.path).expanduser())
+        if self.dataset is None:
+            if not isinstance(self.path, (str, os.PathLike)) or not str(self.path):
+                raise InputError(f"task: 'path' must be a file or folder path, got "
+                                 f"{self.path!r}")
+            object.__setattr__(self, "path", Path(self.path).expanduser())
+        elif self.path is not None:
+            raise InputError("task: give 'path' (a task file or folder) or 'dataset' (a Hub "
+                             "dataset or a folder of data files), not both")
+        for key in ("config", "test_split"):
+            if getattr(self, key) is not None and self.dataset is None:
+                raise InputError(f"task: {key!r} applies to a 'dataset' task")
         where = self.where
         for key in _FIELD_KEYS:
             value = getattr(self, key)
@@ -93,20 +111,24 @@ class TaskSpec:
                 f"task: unknown setting(s) {', '.join(map(str, unknown))}; known: "
                 f"{', '.join(sorted(known))}"
             )
-        if "path" not in data:
-            raise InputError("task: 'path' is missing (a task file or folder)")
+        if "path" not in data and "dataset" not in data:
+            raise InputError("task: 'path' is missing (a task file or folder), or give "
+                             "'dataset' (a Hub dataset or a folder of data files)")
         return cls(**data)
 
     @property
     def task_name(self) -> str:
-        """The task's display name: ``name``, else the file's stem or the folder's name."""
+        """The task's display name: ``name``, else the file's stem or the folder's name
+        (a dataset's name without its organisation)."""
+        if self.path is None:
+            return self.name or str(self.dataset).rstrip("/").rsplit("/", 1)[-1]
         path = self.path
         return self.name or (path.stem if path.is_file() else path.name) or str(path)
 
     @property
     def where(self) -> str:
-        """How messages name the task: ``task 'NAME' (PATH)``."""
-        return f"task {self.task_name!r} ({self.path})"
+        """How messages name the task: ``task 'NAME' (PATH or DATASET)``."""
+        return f"task {self.task_name!r} ({self.path or self.dataset})"
 
 
 def load_task(spec: TaskSpec | Mapping[str, Any] | str | os.PathLike[str] | None = None,
@@ -118,7 +140,10 @@ def load_task(spec: TaskSpec | Mapping[str, Any] | str | os.PathLike[str] | None
     ``load_task("t.jsonl", test_size=50)`` and ``load_task(**mapping)`` all work.
     """
     spec = _as_spec(spec, settings)
+    if spec.dataset is not None:
+        return _load_dataset_task(spec)
     path, task_name, where = spec.path, spec.task_name, spec.where
+    assert path is not None  # TaskSpec: a path unless a dataset
     if not path.exists():
         raise InputError(f"task file {str(path)!r} does not exist; check the path")
     task_settings: dict[str, Any] = {
@@ -152,6 +177,19 @@ def load_task(spec: TaskSpec | Mapping[str, Any] | str | os.PathLike[str] | None
     return task_from_records(
         task_name, where, records, spec.kind, fields_, spec.split_field, None, task_settings
     )
+
+
+def _load_dataset_task(spec: TaskSpec) -> Task:
+    from lensllm.hf.tasks.hubdata import read_dataset
+
+    assert spec.dataset is not None
+    records, labels = read_dataset(spec.dataset, spec.config, spec.split, spec.test_split,
+                                   spec.where)
+    fields_ = {"text": spec.text_field, "input": spec.input_field, "target": spec.target_field}
+    settings = {"test_size": spec.test_size, "val_size": spec.val_size, "n0": spec.n0,
+                "seed": spec.seed, "source": spec.dataset}
+    return task_from_records(spec.task_name, spec.where, records, spec.kind, fields_,
+                             spec.split_field, labels, settings)
 
 
 def _as_spec(spec: TaskSpec | Mapping[str, Any] | str | os.PathLike[str] | None,

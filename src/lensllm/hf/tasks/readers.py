@@ -138,6 +138,14 @@ def read_saved_dataset(
         if split is not None:
             raise InputError(f"{where}: the dataset has no splits, so 'split' does not apply")
         return [(f"row {i + 1}", row) for i, row in enumerate(loaded)], None
+    return dataset_dict_records(loaded, split, where)
+
+
+def dataset_dict_records(
+    loaded: Mapping[str, Any], split: str | None, where: str
+) -> tuple[list[tuple[str, Mapping[str, Any]]], tuple[str, ...] | None]:
+    """Rows of a ``DatasetDict``: of one ``split``, of its only split, or of all its
+    splits with their train/validation/test labels when every name is a known one."""
     names = list(loaded.keys())
     if split is not None:
         if split not in loaded:
