@@ -29,7 +29,7 @@ import pytest
 CANDIDATE_MAP = ("name, path, method, learning_rate, lora, gguf_file, trust_remote_code, "
                  "revision")
 TOP_KEYS = ("name, run_dir, cache_dir, seed, zoo, task, candidates, sizes, budget, target, "
-            "method, search, flops_budget, training, ntk, executor")
+            "method, search, flops_budget, training, ntk, hessian, executor")
 METHODS = ("zeroshot, subset-loss, model-size, vanilla, rectified, ats, lensllm, "
            "lensllm-paper, nlpmetrics, subtuning, zero-shot, modelsize")
 TRAINING_KEYS = ("batch_size, eval_batch_size, eval_every, gradient_checkpointing, "

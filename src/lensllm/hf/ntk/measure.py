@@ -252,7 +252,9 @@ def measure_ntk(
     # significant digits per gradient entry, so K = G G^T would carry round-off far
     # above those eigenvalues and scramble them; the probe runs once per candidate,
     # so fp32 costs little next to the fine-tuning runs.
-    device_type = next(model.parameters()).device.type
+    # (not a model, or no parameters: per_example_gradients says what is wrong)
+    first = next(model.parameters(), None) if isinstance(model, nn.Module) else None
+    device_type = first.device.type if first is not None else "cpu"
     with PeakMemory() as memory, torch.autocast(device_type, enabled=False):
         gradients = per_example_gradients(
             model, examples, params=params, projection_dim=projection_dim,
