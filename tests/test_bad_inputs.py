@@ -287,7 +287,7 @@ def _make(case: Case, folder: Path) -> None:
 
 
 def _run(case: Case, folder: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("LENSLLM_FAULT", "PYTHONPATH")}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **case.env)
     preexec: Callable[[], None] | None = None
     if case.drop_file_caps and os.geteuid() == 0:
