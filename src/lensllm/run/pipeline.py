@@ -98,7 +98,8 @@ class RunOutcome:
 
 # ------------------------------------------------------------------------ set-up
 
-def _resolve(config: RunConfig, progress: RunProgress) -> tuple[dict[str, Any], dict[str, Any]]:
+def resolve_specs(config: RunConfig,
+                  progress: RunProgress) -> tuple[dict[str, Any], dict[str, Any]]:
     """Candidate specs and the task spec, building the zoo when the config asks."""
     candidates = config.candidates
     task = config.task.to_dict()
@@ -143,7 +144,7 @@ def _open(config: RunConfig, store: Store, progress: RunProgress, executor: Exec
     note = check_config(store, config, force)
     if note:
         progress.warn(note)
-    specs, task_spec = _resolve(config, progress)
+    specs, task_spec = resolve_specs(config, progress)
     candidates = {}
     for name, spec in specs.items():
         entry = {k: v for k, v in spec.items() if k != "name"}

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from lensllm.run.config import RunConfig
-from lensllm.run.pipeline import _resolve, example_tokens, ladder
+from lensllm.run.pipeline import example_tokens, ladder, resolve_specs
 from lensllm.run.progress import RunProgress
 
 if TYPE_CHECKING:
@@ -150,7 +150,7 @@ def make_plan(config: RunConfig, *, measure: bool = True, verify: bool = False,
     from lensllm.hf.trainconfig import StepPlan
 
     progress = progress or RunProgress()
-    specs, task_spec = _resolve(config, progress)
+    specs, task_spec = resolve_specs(config, progress)
     candidates = {name: Candidate.from_dict(spec) for name, spec in specs.items()}
     task = load_task(**task_spec)
     training = TrainConfig.from_dict(dict(config.training))
