@@ -500,7 +500,11 @@ def suite() -> None:
 @click.option("--workers", type=int, default=2, show_default=True,
               help="Jobs at once (one thread each).")
 @click.option("--hessian/--no-hessian", default=False, show_default=True,
-              help="Also measure Hessian traces and distances (probe 16, 8 samples).")
+              help="Also measure Hessian traces and distances.")
+@click.option("--hessian-probe", type=int, default=16, show_default=True,
+              help="Probe examples of the Hessian measurements.")
+@click.option("--hessian-samples", type=int, default=8, show_default=True,
+              help="Hutchinson samples (Hessian-vector products) per measurement.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--cache-dir", type=click.Path(path_type=Path),
               default=Path("~/.cache/lensllm"), show_default=True)
@@ -510,8 +514,8 @@ def suite() -> None:
               help="Export folder (default: the package's data/suites/zoo).")
 def suite_build(size: str, tasks: str | None, candidates: str | None, n0: int, budget: int,
                 target: int, max_steps: int, max_epochs: int, max_length: int, workers: int,
-                hessian: bool, seed: int, cache_dir: Path, suite_dir: Path,
-                out: Path | None) -> None:
+                hessian: bool, hessian_probe: int, hessian_samples: int, seed: int,
+                cache_dir: Path, suite_dir: Path, out: Path | None) -> None:
     """Build (or resume) the zoo suite: curves with NTK spectra per (candidate, task)."""
     from lensllm.run.suite import DEFAULT_TRAINING, SuiteSettings, build_suite
 
@@ -525,7 +529,8 @@ def suite_build(size: str, tasks: str | None, candidates: str | None, n0: int, b
         out_dir=(out or Path(__file__).parent / "data" / "suites" / "zoo").resolve(),
         size=size, seed=seed, tasks=split(tasks), candidates=split(candidates), n0=n0,
         budget=budget, target=target, workers=workers, training=training,
-        hessian={"enabled": hessian, "probe_size": 16, "samples": 8})
+        hessian={"enabled": hessian, "probe_size": hessian_probe,
+                 "samples": hessian_samples})
     summary = build_suite(settings, progress=lambda m: sys.stderr.write(m + "\n"))
     for task, info in summary["tasks"].items():
         _echo(f"{task}: {info['seconds']:.0f} s, {info['failures']} failure(s)")
