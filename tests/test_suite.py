@@ -83,3 +83,47 @@ def test_suite_settings_are_checked(tmp_path: Path) -> None:
     with pytest.raises(InputError) as caught:
         _settings(tmp_path, budget=64).validate()
     assert str(caught.value) == "need 0 < n0 <= budget < target, got n0=4, budget=64, target=32"
+
+
+def test_zoo_builds_only_the_named_candidates(tmp_path: Path, monkeypatch) -> None:
+    from lensllm.run.config import parse_config
+    from lensllm.run.pipeline import resolve_specs
+    from lensllm.run.progress import RunProgress
+    from lensllm.zoo import recipes
+    from lensllm.zoo.build import build_zoo
+
+    monkeypatch.setattr(debian, "SYSTEM_ROOT", tmp_path / "no-system")
+    write_all(tmp_path / "cache", scale=2)
+    first, second = (spec.name for spec in NANO_HUB.candidates)
+    manifest = build_zoo(tmp_path / "cache", NANO_HUB, workers=1, candidates=[second])
+    assert [r.name for r in manifest.candidates] == [second]
+    with pytest.raises(InputError) as caught:
+        build_zoo(tmp_path / "cache", NANO_HUB, workers=1, candidates=["d1-L1"])
+    assert str(caught.value) == (f"zoo nano-hub has no candidate 'd1-L1'; it has {first}, "
+                                 f"{second}")
+    # A config names the hub zoo's candidates and one of its tasks (the hub recipe is
+    # the nano one here): only the first is trained, the second is reused and listed.
+    from dataclasses import replace
+    monkeypatch.setitem(recipes.RECIPES, "hub", replace(NANO_HUB, size="hub"))
+    hub_dir = tmp_path / "cache" / "zoo-hub-seed0"
+    (tmp_path / "cache" / "zoo-nano-hub-seed0").rename(hub_dir)
+    config = parse_config({
+        "name": "subset", "seed": 0, "cache_dir": str(tmp_path / "cache"),
+        "run_dir": str(tmp_path / "run"), "zoo": {"size": "hub", "candidates": [first]},
+        "task": {"path": "zoo", "name": "foldoc", "test_size": 8},
+        "candidates": "zoo", "budget": 8, "target": 16}, source=tmp_path / "c.yaml")
+    candidates, task = resolve_specs(config, RunProgress(quiet=True))
+    assert list(candidates) == [first]
+    assert Path(task["path"]).name == "hub-foldoc-test8-max6000-seed0.jsonl"
+    manifest = json.loads((hub_dir / "manifest.json").read_text("utf-8"))
+    assert [c["name"] for c in manifest["candidates"]] == [first, second]
+
+
+def test_zoo_candidates_setting_is_checked(tmp_path: Path) -> None:
+    from lensllm.run.config import parse_config
+
+    with pytest.raises(InputError) as caught:
+        parse_config({"name": "x", "zoo": {"size": "hub", "candidates": "d64"},
+                      "task": {"path": "zoo"}, "candidates": "zoo", "budget": 8,
+                      "target": 16}, source=tmp_path / "c.yaml")
+    assert str(caught.value) == "c.yaml: zoo.candidates must be a non-empty list of names"

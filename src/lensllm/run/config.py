@@ -43,7 +43,7 @@ TOP_KEYS = {
     "run_dir": "folder of the run's results (default: runs/<name> beside the config)",
     "cache_dir": "folder for the zoo, tokenised data and converted checkpoints",
     "seed": "integer >= 0",
-    "zoo": "mapping {size: micro|demo|small|hub|hub-pilot, seed}",
+    "zoo": "mapping {size: micro|demo|small|hub|hub-pilot, seed, candidates}",
     "task": "mapping {path or dataset, config, split, test_split, kind, text_field, "
             "input_field, target_field, test_size, val_size, n0}",
     "candidates": "'zoo', {from: zoo, learning_rate, method, lora}, or a list of candidate "
@@ -144,6 +144,13 @@ def _ntk_params(value: Any, where: str) -> str | list[str]:
     return value
 
 
+def _names(value: Any, where: str) -> tuple[str, ...]:
+    if (not isinstance(value, list) or not value
+            or not all(isinstance(v, str) and v for v in value)):
+        raise InputError(f"{where} must be a non-empty list of names")
+    return tuple(value)
+
+
 def _address(value: Any, where: str) -> str:
     if not isinstance(value, str):
         raise InputError(f"{where} must be a string like 'auto' or 'ray://head:10001'")
@@ -193,7 +200,7 @@ def _checked(value: Any, where: str, rules: Mapping[str, Rule]) -> dict[str, Any
 # ------------------------------------------------------------------------ sections
 
 ZOO_RULES: dict[str, Rule] = {"size": _choice("micro", "demo", "small", "hub", "hub-pilot"),
-                              "seed": _whole(0)}
+                              "seed": _whole(0), "candidates": _optional(_names)}
 TASK_RULES: dict[str, Rule] = {
     "path": _text,  # replaced in TaskSettings.from_mapping (needs the config's folder)
     "kind": _optional(_choice("text", "pairs")),
@@ -232,10 +239,12 @@ EXECUTOR_KEYS = tuple(EXECUTOR_RULES)
 
 @dataclass(frozen=True)
 class ZooSettings:
-    """``zoo``: build the offline candidate zoo of this size (seed: the run's by default)."""
+    """``zoo``: build the offline candidate zoo of this size (seed: the run's by default),
+    or only the named ``candidates`` of it; ``candidates: {from: zoo}`` then means those."""
 
     size: str = "demo"
     seed: int = 0
+    candidates: tuple[str, ...] | None = None
 
     @classmethod
     def from_mapping(cls, data: Any, where: str, seed: int = 0) -> ZooSettings:

@@ -105,15 +105,25 @@ def resolve_specs(config: RunConfig,
     task = config.task.to_dict()
     if config.zoo is not None:
         from lensllm.zoo.build import build_task, build_zoo
+        from lensllm.zoo.hub import build_hub_task
+        from lensllm.zoo.recipes import HUB_ZOO_SIZES
 
         started = time.perf_counter()
+        wanted = config.zoo.candidates
         manifest = build_zoo(config.cache_dir, config.zoo.size, config.zoo.seed,
-                             progress=progress.message)
-        progress.message(f"zoo {manifest.size}: {len(manifest.candidates)} candidates ready "
+                             progress=progress.message, candidates=wanted)
+        records = [r for r in manifest.candidates if wanted is None or r.name in wanted]
+        progress.message(f"zoo {manifest.size}: {len(records)} candidates ready "
                          f"({duration(time.perf_counter() - started)})")
         if isinstance(candidates, ZooCandidates):
-            candidates = candidates.specs((r.name, str(r.path)) for r in manifest.candidates)
-        if task.get("path") == "zoo":
+            candidates = candidates.specs((r.name, str(r.path)) for r in records)
+        if task.get("path") == "zoo" and manifest.size in HUB_ZOO_SIZES:
+            # The hub zoo's tasks are several: the task's name says which.
+            name = task.setdefault("name", "python-docs")
+            task["path"] = str(build_hub_task(config.cache_dir, name,
+                                              test_examples=task.get("test_size") or 256,
+                                              seed=config.zoo.seed))
+        elif task.get("path") == "zoo":
             task["path"] = str(build_task(config.cache_dir, seed=config.zoo.seed))
             task.setdefault("name", "python-docs")
     task.setdefault("seed", config.seed)

@@ -162,7 +162,7 @@ def build_suite(settings: SuiteSettings, progress: Callable[[str], None] | None 
     tasks = settings.tasks or tuple(HUB_TASKS)
     started = time.perf_counter()
     manifest = build_zoo(settings.cache_dir, settings.size, settings.seed, progress=say,
-                         workers=settings.workers)
+                         workers=settings.workers, candidates=settings.candidates or None)
     zoo_seconds = time.perf_counter() - started
     records = [r for r in manifest.candidates
                if not settings.candidates or r.name in settings.candidates]

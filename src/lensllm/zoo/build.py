@@ -405,9 +405,25 @@ def _read_corpora(recipe: ZooRecipe, cache_dir: Path
                                "max_characters_each": recipe.corpus_chars}
 
 
+def _wanted_candidates(recipe: ZooRecipe, names: Sequence[str] | None) -> set[str]:
+    """The names of the candidates to build; InputError on a name the recipe lacks."""
+    known = [spec.name for spec in recipe.candidates]
+    if names is None:
+        return set(known)
+    if isinstance(names, str) or not names:
+        raise InputError(f"candidates must be a non-empty list of zoo {recipe.size} "
+                         f"candidate names, got {names!r}")
+    for name in names:
+        if name not in known:
+            raise InputError(f"zoo {recipe.size} has no candidate {name!r}; it has "
+                             f"{', '.join(known)}")
+    return set(names)
+
+
 def build_zoo(cache_dir: str | os.PathLike[str], size: str | ZooRecipe = "demo",
               seed: int = 0, progress: ProgressCallback | None = None,
-              workers: int | None = None) -> ZooManifest:
+              workers: int | None = None,
+              candidates: Sequence[str] | None = None) -> ZooManifest:
     """Build (or reuse) the candidate zoo ``size`` under ``cache_dir``.
 
     Trains the tokenizer, pretrains every candidate of the recipe (``"micro"``,
@@ -423,9 +439,15 @@ def build_zoo(cache_dir: str | os.PathLike[str], size: str | ZooRecipe = "demo",
     one per CPU core when there is more than about a minute of pretraining to do,
     else one; never more than candidates to build; ``workers=1`` trains them in this
     process).
+
+    ``candidates`` names the recipe's candidates to build (default: all); the others are
+    neither trained nor dropped: the manifest lists them too when they are already built.
+    The tokenizer is always the recipe's (trained on all its corpora), so a candidate is
+    the same whichever subset it was built with.
     """
     recipe = zoo_recipe(size)
     recipe.validate()
+    wanted = _wanted_candidates(recipe, candidates)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InputError(f"seed must be a non-negative integer, got {seed!r}")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
@@ -452,7 +474,8 @@ def build_zoo(cache_dir: str | os.PathLike[str], size: str | ZooRecipe = "demo",
         return data_cache[spec.corpora]
 
     context = _BuildContext(recipe, root, seed, tokenizer_dir, tokenizer_hash, corpus_hashes)
-    pending = [spec for spec in recipe.candidates if context.reusable(spec) is None]
+    pending = [spec for spec in recipe.candidates
+               if spec.name in wanted and context.reusable(spec) is None]
     if workers is None:
         # A worker process spends seconds importing torch: only worth it for real work.
         total_cost = sum(_pretraining_cost(spec, recipe) for spec in pending)
@@ -465,6 +488,7 @@ def build_zoo(cache_dir: str | os.PathLike[str], size: str | ZooRecipe = "demo",
         built[spec.name] if spec.name in built else
         _build_candidate(spec, context, lambda spec=spec: pretraining_data(spec), progress)
         for spec in recipe.candidates
+        if spec.name in wanted or context.reusable(spec) is not None
     )
     previous = read_json(root / MANIFEST_NAME) or {}
     if recipe.corpora == ("kjv",) and ("kjv",) in data_cache:

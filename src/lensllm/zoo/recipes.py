@@ -247,3 +247,6 @@ def derive_seed(seed: int, *labels: str) -> int:
     """
     digest = hashlib.sha256(canonical_json([int(seed), *labels]).encode()).digest()
     return int.from_bytes(digest[:8], "big") >> 1
+
+#: the zoo sizes whose downstream tasks are the hub tasks (lensllm.zoo.hub.HUB_TASKS)
+HUB_ZOO_SIZES = ("hub", "hub-pilot")
