@@ -250,7 +250,7 @@ def test_demo_run_report_renders_in_headless_chromium(tmp_path):
     root = Path(__file__).resolve().parents[1]
     run_dir = tmp_path / "demo"
     out = subprocess.run([sys.executable, "-m", "lensllm", "run",
-                          str(root / "examples" / "demo.yaml"), "--run-dir", str(run_dir),
+                          str(root / "examples" / "demo-kjv.yaml"), "--run-dir", str(run_dir),
                           "--quiet"], capture_output=True, text=True, timeout=3600,
                          env=cli_env())
     assert out.returncode == 0, out.stderr[-2000:]

@@ -497,6 +497,8 @@ def suite() -> None:
 @click.option("--max-steps", type=int, default=256, show_default=True)
 @click.option("--max-epochs", type=int, default=3, show_default=True)
 @click.option("--max-length", type=int, default=64, show_default=True)
+@click.option("--learning-rate", type=float, default=1e-3, show_default=True,
+              help="Fine-tuning rate of every candidate.")
 @click.option("--workers", type=int, default=2, show_default=True,
               help="Jobs at once (one thread each).")
 @click.option("--hessian/--no-hessian", default=False, show_default=True,
@@ -513,7 +515,8 @@ def suite() -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Export folder (default: the package's data/suites/zoo).")
 def suite_build(size: str, tasks: str | None, candidates: str | None, n0: int, budget: int,
-                target: int, max_steps: int, max_epochs: int, max_length: int, workers: int,
+                target: int, max_steps: int, max_epochs: int, max_length: int,
+                learning_rate: float, workers: int,
                 hessian: bool, hessian_probe: int, hessian_samples: int, seed: int,
                 cache_dir: Path, suite_dir: Path, out: Path | None) -> None:
     """Build (or resume) the zoo suite: curves with NTK spectra per (candidate, task)."""
@@ -529,6 +532,7 @@ def suite_build(size: str, tasks: str | None, candidates: str | None, n0: int, b
         out_dir=(out or Path(__file__).parent / "data" / "suites" / "zoo").resolve(),
         size=size, seed=seed, tasks=split(tasks), candidates=split(candidates), n0=n0,
         budget=budget, target=target, workers=workers, training=training,
+        learning_rate=learning_rate,
         hessian={"enabled": hessian, "probe_size": hessian_probe,
                  "samples": hessian_samples})
     summary = build_suite(settings, progress=lambda m: sys.stderr.write(m + "\n"))

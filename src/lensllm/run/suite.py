@@ -85,6 +85,9 @@ class SuiteSettings:
                                                          "probe_size": 32})
     hessian: dict[str, Any] = field(default_factory=lambda: {"enabled": False})
     candidates: tuple[str, ...] = ()  # names of zoo candidates to use (empty: all)
+    #: fine-tuning rate of every candidate: tiny models barely move at the full-fine-tuning
+    #: default of 1e-4 in a few hundred steps (the KJV demo zoo's rule, 1e-3, kept)
+    learning_rate: float = 1e-3
 
     def validate(self) -> None:
         """Raise InputError on settings the build cannot use."""
@@ -170,7 +173,8 @@ def build_suite(settings: SuiteSettings, progress: Callable[[str], None] | None 
     if missing:
         raise InputError(f"zoo {manifest.size} has no candidate {sorted(missing)[0]!r}; "
                          f"it has {', '.join(r.name for r in manifest.candidates)}")
-    candidates = [{"name": r.name, "path": str(r.path)} for r in records]
+    candidates = [{"name": r.name, "path": str(r.path),
+                   "learning_rate": settings.learning_rate} for r in records]
     summary: dict[str, Any] = {
         "format_version": SUITE_FORMAT_VERSION, "zoo": manifest.size, "seed": settings.seed,
         "target": settings.target,
@@ -178,7 +182,8 @@ def build_suite(settings: SuiteSettings, progress: Callable[[str], None] | None 
         # curve-reading methods need.
         "budgets": [settings.target // k for k in (8, 16, 32, 64)
                     if settings.target // k >= 4 * settings.n0],
-        "n0": settings.n0, "training": settings.training, "ntk": settings.ntk,
+        "n0": settings.n0, "training": settings.training,
+        "learning_rate": settings.learning_rate, "ntk": settings.ntk,
         "hessian": settings.hessian, "zoo_seconds": round(zoo_seconds, 1),
         "candidates": [{"name": r.name, "params": r.params,
                         "pretrain_tokens": r.pretrain_tokens,
