@@ -441,6 +441,8 @@ def run_cmd(config: Path, verify: bool, flops_budget: float | None, search: str 
         from lensllm.report.bench import evaluation_tables
 
         _echo("\nverification on these candidates:\n" + evaluation_tables(outcome.verify))
+        for method, why in outcome.not_scored.items():
+            _echo(f"not scored: {method} ({why})")
     _echo(f"report: {report}  ({duration(outcome.wall_seconds)})")
 
 
