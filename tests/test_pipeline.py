@@ -107,7 +107,7 @@ def test_job_keys_stay_what_existing_run_directories_hold(tmp_path):
                              executor=SimpleNamespace(device="auto"),
                              ntk=SimpleNamespace(params="last", probe_size=8,
                                                  projection_dim=64),
-                             hessian=HessianSettings())
+                             hessian=HessianSettings(), measure_hessian=False)
     ctx = SimpleNamespace(
         config=config, candidates={"tiny": Candidate.from_dict({"name": "tiny",
                                                                 "path": str(checkpoint)})},
@@ -122,6 +122,7 @@ def test_job_keys_stay_what_existing_run_directories_hold(tmp_path):
     # The Hessian measurement, when asked for, rides on the fine-tuning runs (new keys:
     # their results hold more) but never on the zero-shot evaluation.
     config.hessian = HessianSettings(enabled=True, probe_size=4, samples=2)
+    config.measure_hessian = True  # what RunConfig resolves enabled: true to
     measured = finetune_job(ctx, "tiny", 64)
     assert measured.key != "c1a09413e723c583bf6da23b7763f716"
     assert measured.spec["hessian"] == {"probe_size": 4, "samples": 2}
