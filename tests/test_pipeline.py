@@ -192,9 +192,8 @@ def test_auto_skips_the_ntk_the_method_ignores_and_the_report_plots_hessians(tmp
     --verify names lensllm-paper as not scored instead of showing the rectified law's
     numbers under its name, and the report tabulates and plots every Hessian
     measurement the store holds."""
-    from micro_runs import write_config
-
     from lensllm.run.store import Store
+    from micro_runs import write_config
 
     config = write_config(tmp_path, micro, ntk={"params": "last", "probe_size": 8},
                           hessian={"enabled": True, "probe_size": 4, "samples": 2},
