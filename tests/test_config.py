@@ -47,8 +47,10 @@ def test_valid_config_and_defaults(tmp_path):
     # workers None: one per visible GPU, else one; device auto: a GPU when there is one
     assert cfg.executor.kind == "local" and cfg.executor.workers is None
     assert cfg.executor.device == "auto"
-    assert cfg.ntk.enabled and cfg.ntk.params == "last"
-    assert not cfg.hessian.enabled  # no selection method reads it yet
+    # auto: measured only for a method that reads it (the default lensllm reads neither)
+    assert cfg.ntk.enabled == "auto" and cfg.ntk.params == "last"
+    assert cfg.hessian.enabled == "auto"
+    assert not cfg.measure_ntk and not cfg.measure_hessian
 
 
 BAD = [
@@ -106,7 +108,10 @@ BAD = [
     (config(executor={"device": "cuda:1"}), "c.yaml: executor.device must be auto, cpu or "
      "cuda, got 'cuda:1' (choose GPUs with CUDA_VISIBLE_DEVICES)"),
     (config(ntk={"probe_size": 1}), "c.yaml: ntk.probe_size must be >= 2, got 1"),
-    (config(ntk={"enabled": "yes"}), "c.yaml: ntk.enabled must be true or false"),
+    (config(ntk={"enabled": "yes"}), "c.yaml: ntk.enabled must be auto, true or false, "
+     "got 'yes'"),
+    (config(hessian={"enabled": 1}), "c.yaml: hessian.enabled must be auto, true or false, "
+     "got 1"),
     (config(hessian={"samples": 1}), "c.yaml: hessian.samples must be >= 2, got 1"),
     (config(hessian={"probes": 4}), "c.yaml: hessian: unknown key 'probes'; known keys: "
      "enabled, probe_size, samples"),
@@ -249,6 +254,47 @@ def test_ntk_and_executor_settings():
     hessian = HessianSettings.from_mapping({"enabled": True, "samples": 4}, "c.yaml: hessian")
     assert hessian == HessianSettings(enabled=True, probe_size=16, samples=4)
     assert hessian.job_settings() == {"probe_size": 16, "samples": 4}
+
+
+@pytest.mark.parametrize(("changes", "ntk", "why"), [
+    ({}, False, "ntk.enabled is auto and method lensllm does not read NTK spectra"),
+    ({"method": "lensllm-paper"}, True,
+     "ntk.enabled is auto and method lensllm-paper reads NTK spectra"),
+    # a method written with settings resolves through the registry
+    ({"method": "lensllm-paper[mode=fit-t]", "ntk": {"enabled": "auto"}}, True,
+     "ntk.enabled is auto and method lensllm-paper[mode=fit-t] reads NTK spectra"),
+    ({"method": "rectified", "ntk": {"enabled": True}}, True,
+     "ntk.enabled is true in the config"),
+    ({"method": "lensllm-paper", "ntk": {"enabled": False}}, False,
+     "ntk.enabled is false in the config"),
+])
+def test_ntk_is_measured_when_asked_or_when_the_method_reads_it(changes, ntk, why):
+    cfg = parse_config(config(**changes), source="c.yaml")
+    assert cfg.measurement("ntk") == (ntk, why)
+    assert cfg.measure_ntk is ntk
+    assert cfg.measurement("hessian") == (
+        False, f"hessian.enabled is auto and method {cfg.method} does not read Hessian "
+        "measurements")
+    explicit = parse_config(config(hessian={"enabled": True}), source="c.yaml")
+    assert explicit.measurement("hessian") == (True, "hessian.enabled is true in the config")
+
+
+def test_auto_hashes_as_what_it_resolves_to():
+    """A config's stored hash (what a rerun on its run directory is checked against):
+    unchanged for configs that wrote ``enabled: true`` or nothing (pinned: the values of
+    the tree before ``auto`` existed), and ``auto`` hashes as the value it resolves to."""
+    from lensllm.run.confighash import run_settings, settings_hash
+
+    def digest(**changes) -> str:
+        return settings_hash(run_settings(parse_config(config(**changes),
+                                                       source="/tmp/c.yaml")))
+
+    assert digest() == "9e3bea8daff58340"
+    assert digest(ntk={"enabled": True}, method="lensllm-paper") == "4f0ccc3f8fbc8f56"
+    assert digest(ntk={"enabled": True, "probe_size": 16}) == "9cc617035edc86ff"
+    assert digest(ntk={"enabled": "auto"}, method="lensllm-paper") == "4f0ccc3f8fbc8f56"
+    assert digest(ntk={"enabled": "auto"}) == digest(ntk={"enabled": False})
+    assert digest(hessian={"enabled": "auto"}) == digest(hessian={"enabled": False})
 
 
 def _complexity(node: ast.AST) -> int:

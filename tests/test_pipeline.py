@@ -107,7 +107,7 @@ def test_job_keys_stay_what_existing_run_directories_hold(tmp_path):
                              executor=SimpleNamespace(device="auto"),
                              ntk=SimpleNamespace(params="last", probe_size=8,
                                                  projection_dim=64),
-                             hessian=HessianSettings())
+                             hessian=HessianSettings(), measure_hessian=False)
     ctx = SimpleNamespace(
         config=config, candidates={"tiny": Candidate.from_dict({"name": "tiny",
                                                                 "path": str(checkpoint)})},
@@ -122,6 +122,7 @@ def test_job_keys_stay_what_existing_run_directories_hold(tmp_path):
     # The Hessian measurement, when asked for, rides on the fine-tuning runs (new keys:
     # their results hold more) but never on the zero-shot evaluation.
     config.hessian = HessianSettings(enabled=True, probe_size=4, samples=2)
+    config.measure_hessian = True  # what RunConfig resolves enabled: true to
     measured = finetune_job(ctx, "tiny", 64)
     assert measured.key != "c1a09413e723c583bf6da23b7763f716"
     assert measured.spec["hessian"] == {"probe_size": 4, "samples": 2}
@@ -182,3 +183,57 @@ def test_nlpmetrics_method_measures_the_weights(tmp_path, micro):
     ranking = json.loads(out.stdout)["ranking"]
     lambdas = [metrics[r["model"]]["e_tpl_lambda"] for r in ranking]
     assert lambdas == sorted(lambdas)  # lower lambda ranks first
+
+
+@pytest.mark.slow
+def test_auto_skips_the_ntk_the_method_ignores_and_the_report_plots_hessians(tmp_path, micro):
+    """A grid run of the default method with ``ntk`` left at auto and Hessians asked
+    for: the plan and the run say the NTK is not measured and why, no NTK job runs,
+    --verify names lensllm-paper as not scored instead of showing the rectified law's
+    numbers under its name, and the report tabulates and plots every Hessian
+    measurement the store holds."""
+    from lensllm.run.store import Store
+    from micro_runs import write_config
+
+    config = write_config(tmp_path, micro, ntk={"params": "last", "probe_size": 8},
+                          hessian={"enabled": True, "probe_size": 4, "samples": 2},
+                          target=128)
+    why = "ntk.enabled is auto and method lensllm does not read NTK spectra"
+    plan = run_cli("run", str(config), "--plan", "--no-measure", "--quiet")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert f"NTK spectra: not measured ({why})" in plan.stdout
+    assert "Hessian traces: measured (hessian.enabled is true in the config)" in plan.stdout
+    assert "\nntk " not in plan.stdout  # no NTK job listed
+
+    run_dir = tmp_path / "run"
+    out = run_cli("run", str(config), "--run-dir", str(run_dir), "--verify", "--format",
+                  "json", "--quiet")
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads(out.stdout)
+    assert summary["measured"]["ntk"] == {"measured": False, "why": why}
+    assert summary["measured"]["hessian"]["measured"] is True
+    assert summary["not_scored"] == {
+        "lensllm-paper": f"reads NTK spectra; none was measured ({why})"}
+    assert "lensllm-paper" not in {cell["method"] for cell in summary["verify"]}
+    assert "ntk_flops" not in summary["ledger"]
+    with Store(run_dir) as store:
+        assert not store.jobs("ntk")
+        pretrained = {r.candidate: r.result for r in store.jobs("hessian", "done")}
+        runs = {(r.candidate, r.size): r.result["hessian"]
+                for r in store.jobs("finetune", "done") if r.size}
+    assert set(pretrained) == set(micro["candidates"])
+    assert {n for _, n in runs} == {16, 32, 64, 128}  # the grid and the target
+    md = (run_dir / "report.md").read_text()
+    assert f"Not scored: lensllm-paper (reads NTK spectra; none was measured ({why}))." in md
+    assert f"NTK spectra: not measured ({why})." in md
+    section = md.split("## Hessian\n")[1].split("\n## ")[0]
+    for (name, size), measured in runs.items():
+        assert (f"| {name} | {size:,} | {measured['total_trace']:.4f} | "
+                f"{measured['distance_total']:.4f} | {measured['train_loss']:.4f} | "
+                f"{measured['gap']:.4f} |") in section
+    for name, measured in pretrained.items():
+        assert f"| {name} | pretrained | {measured['total_trace']:.4f} | - | - | - |" in section
+    plots = [line for line in section.splitlines() if line.startswith("![")]
+    assert len(plots) == len(micro["candidates"])
+    assert all((run_dir / line.split("(")[1].rstrip(")")).stat().st_size > 10_000
+               for line in plots)

@@ -26,6 +26,8 @@ from lensllm.core.benchmark import TARGET
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 MODELS = ("gpt2", "t5-small", "facebook/bart-base", "MBZUAI/LaMini-GPT-124M")
 BUDGET = 51_200
+#: how the run report captions a candidate's Hessian plot (after the candidate's name)
+HESSIAN_CAPTION = ": Hessian trace, distance and gap"
 # A URL scheme inside an attribute that makes the browser fetch something.
 EXTERNAL = ("http://", "https://", "//", "ftp://", "ws://", "wss://")
 
@@ -130,10 +132,11 @@ def check_rendered_report(page: Path, tmp_path: Path, n_candidates: int,
     assert chosen in decision
 
     images = [v for tag, k, v in dom.attributes if tag == "img" and k == "src"]
-    assert len(images) == n_candidates + 1  # the combined plot and one per candidate
-    assert all(src.startswith("data:image/png;base64,") for src in images)
     alts = [v for tag, k, v in dom.attributes if tag == "img" and k == "alt"]
-    assert alts[0] == "all candidates: fits, extrapolations and intervals"
+    curves = [a for a in alts if not a.endswith(HESSIAN_CAPTION)]
+    assert len(curves) == n_candidates + 1  # the combined plot and one per candidate
+    assert all(src.startswith("data:image/png;base64,") for src in images)
+    assert curves[0] == "all candidates: fits, extrapolations and intervals"
 
     ledger = {r[0]: r for r in dom.tables["Compute"][1:]}
     parts = [k for k in ledger if k.startswith(("search", "zero-shot", "NTK"))]
@@ -167,13 +170,19 @@ def check_rendered_report(page: Path, tmp_path: Path, n_candidates: int,
     return dom
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory) -> tuple[Path, object]:
-    """report.html written by write_report for a small, real selection."""
-    from lensllm.report.run_report import write_report
+#: Hessian measurements of two of the candidates: gpt2 at its pretrained weights and
+#: two fine-tuning sizes, t5-small at its pretrained weights only
+HESSIAN = {
+    "gpt2": {"pretrained": {"total_trace": 50.0}, "runs": {
+        16: {"total_trace": 40.0, "distance_total": 0.01, "train_loss": 2.0, "gap": 0.3},
+        64: {"total_trace": 25.0, "distance_total": 0.05, "train_loss": 2.1, "gap": 0.1}}},
+    "t5-small": {"pretrained": {"total_trace": 12.5}, "runs": {}}}
+
+
+def _outcome(run_dir: Path):
+    """The outcome of a small, real selection (four benchmark models, one failed job)."""
     from lensllm.run.pipeline import RunOutcome
 
-    run_dir = tmp_path_factory.mktemp("run")
     curves = load_benchmark("flan").subset(MODELS)
     selection = select(curves, "lensllm", budget=BUDGET, target=TARGET)
     config = SimpleNamespace(run_dir=run_dir, name="html-check", target=TARGET,
@@ -182,11 +191,22 @@ def report(tmp_path_factory) -> tuple[Path, object]:
     ledger = {"runs": 20, "spent_flops": 1e15, "reference_flops": 4e16, "fraction": 0.025,
               "saved_percent": 97.5, "actual_train_flops": 3e15, "zero_shot_flops": 2e13,
               "ntk_flops": 5e13, "tokens_per_example": {m: 60.0 for m in MODELS}}
-    outcome = RunOutcome(config=config, task="flan", curves=curves, selection=selection,
-                         halving=None, ledger=ledger,
-                         failures=[{"job": "gpt2 @ 204800", "attempts": 2,
-                                    "error": "RuntimeError: injected failure (attempt 2)"}],
-                         verify=None, verified=None, weight_metrics={}, wall_seconds=12.0)
+    return RunOutcome(config=config, task="flan", curves=curves, selection=selection,
+                      halving=None, ledger=ledger,
+                      failures=[{"job": "gpt2 @ 204800", "attempts": 2,
+                                 "error": "RuntimeError: injected failure (attempt 2)"}],
+                      verify=None, verified=None, weight_metrics={}, wall_seconds=12.0)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> tuple[Path, object]:
+    """report.html written by write_report for a small, real selection."""
+    from lensllm.report.run_report import write_report
+
+    run_dir = tmp_path_factory.mktemp("run")
+    outcome = _outcome(run_dir)
+    outcome.hessian = HESSIAN
+    selection = outcome.selection
     assert write_report(outcome) == run_dir / "report.md"
     # the report writes no data exports: those are the run's (lensllm.run.pipeline)
     assert not (run_dir / "curves.json").exists() and not (run_dir / "curves.csv").exists()
@@ -256,3 +276,31 @@ def test_demo_run_report_renders_in_headless_chromium(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     check_rendered_report(run_dir / "report.html", tmp_path, 4,
                           screenshot=tmp_path / "demo.png")
+
+
+
+def test_hessian_section_lists_every_measurement_and_plots_each_fine_tuned_candidate(
+        report):
+    """The Hessian section from an outcome's measurements: a row per pretrained and
+    per fine-tuned measurement, a plot per candidate with fine-tuning measurements (one
+    measured only at its pretrained weights gets its row and no plot)."""
+    from lensllm.report.run_report import _hessian
+
+    page, _ = report
+    md = (page.parent / "report.md").read_text()
+    section = md.split("## Hessian\n")[1].split("\n## ")[0]
+    assert ("| gpt2 | pretrained | 50.0000 | - | - | - |\n"
+            "| gpt2 | 16 | 40.0000 | 0.0100 | 2.0000 | 0.3000 |\n"
+            "| gpt2 | 64 | 25.0000 | 0.0500 | 2.1000 | 0.1000 |\n"
+            "| t5-small | pretrained | 12.5000 | - | - | - |") in section
+    assert section.count("![") == 1 and f"gpt2{HESSIAN_CAPTION}" in section
+    plot = page.parent / "plots" / section.split("(plots/")[1].split(")")[0]
+    assert plot.stat().st_size > 10_000  # two panels of lines, not an empty figure
+    dom = _Page()
+    dom.feed(page.read_text("utf-8"))
+    assert dom.tables["Hessian"][0][:3] == ["candidate", "size", "Hessian trace"]
+    assert len(dom.tables["Hessian"]) == 5
+    alts = [v for tag, k, v in dom.attributes if tag == "img" and k == "alt"]
+    assert alts.count(f"gpt2{HESSIAN_CAPTION}") == 1
+    # without measurements there is no Hessian section at all
+    assert _hessian(page.parent, SimpleNamespace(hessian={})) == ("", [])

@@ -174,8 +174,9 @@ def _bench_calibration(curve_sets, methods, budgets, target, fmt: str) -> None:
     cells = [cell for m in methods for cell in calibration(curve_sets, m, budgets, target)]
     if fmt == "table":
         _echo(calibration_table(cells))
-    elif fmt == "json":
-        _echo(json.dumps([asdict(c) for c in cells], indent=1))
+    elif fmt == "json":  # no interval: null (JSON has no NaN)
+        _echo(json.dumps([{k: None if isinstance(v, float) and math.isnan(v) else v
+                           for k, v in asdict(c).items()} for c in cells], indent=1))
     else:
         import csv
         import io
@@ -441,6 +442,8 @@ def run_cmd(config: Path, verify: bool, flops_budget: float | None, search: str 
         from lensllm.report.bench import evaluation_tables
 
         _echo("\nverification on these candidates:\n" + evaluation_tables(outcome.verify))
+        for method, why in outcome.not_scored.items():
+            _echo(f"not scored: {method} ({why})")
     _echo(f"report: {report}  ({duration(outcome.wall_seconds)})")
 
 

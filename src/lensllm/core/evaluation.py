@@ -245,7 +245,9 @@ def evaluate(
 
 @dataclass(frozen=True)
 class CoverageCell:
-    """Share (x100) of true target losses inside a method's stated interval."""
+    """Share (x100) of true target losses inside a method's stated interval; NaN (with
+    the width) where the method stated none: too few sizes under the budget to
+    back-test an interval (three, as the zoo suite has at target/64)."""
 
     task: str
     method: str
@@ -277,8 +279,12 @@ def calibration(
             raise InputError(f"method {selector.label!r} does not predict losses, so it has "
                              "no intervals to calibrate")
         truth = task.losses_at(target, "calibration needs every model's true loss")
+        stated = np.isfinite(sel.lower) & np.isfinite(sel.upper)
         inside = (truth >= sel.lower) & (truth <= sel.upper)
+        coverage, width = math.nan, math.nan
+        if stated.any():  # else no interval: a 0 % coverage would blame the method
+            coverage = 100.0 * float(inside[stated].mean())
+            width = float(np.mean(sel.upper[stated] / sel.lower[stated] - 1.0))
         out.append(CoverageCell(task.task, selector.label, budget, ratio_label(budget, target),
-                                level, 100.0 * float(inside.mean()),
-                                float(np.mean(sel.upper / sel.lower - 1.0))))
+                                level, coverage, width))
     return out

@@ -12,7 +12,13 @@ worst cell against a reference method (AtS by default):
   ε ~ N(0, 1) (several seeds); the true loss at the target and the zero-shot loss are
   left untouched;
 * ``target T`` -- other targets where every model has a measured loss (default: the
-  target / 2 and target / 4), budgets T/8 ... T/512 that are measured sizes.
+  target / 2 and target / 4), budgets T/8 ... T/512 that are measured sizes leaving
+  every curve three sizes at or under them.  On a suite whose largest size is its
+  target (the zoo: 16 ... 2,048 and 4,096) these are its own sizes 2,048 and 1,024.
+
+A variant that cannot be built on the given tasks (subsets larger than every task, a
+target some model lacks, a target without a budget that leaves three sizes) is left
+out with its reason in :attr:`RobustnessReport.skipped`.
 
 :func:`adaptive_protocol` replays the adaptive search (:mod:`lensllm.core.search`) on
 the variants over a fine sweep of FLOPs budgets, next to AtS given at least the FLOPs
@@ -124,6 +130,8 @@ class RobustnessReport:
     summaries: list[VariantSummary]
     cells: list[CellScore] = field(repr=False)
     reference: str = "ats"
+    #: the variants left out on these tasks, each with why
+    skipped: list[str] = field(default_factory=list)
 
     def get(self, variant: str, method: str) -> VariantSummary:
         for s in self.summaries:
@@ -133,7 +141,7 @@ class RobustnessReport:
 
     def to_dict(self) -> dict:
         return {"reference": self.reference,
-                "variants": [s.to_dict() for s in self.summaries]}
+                "variants": [s.to_dict() for s in self.summaries], "skipped": self.skipped}
 
 
 # ----------------------------------------------------------------------------------
@@ -175,7 +183,14 @@ def _seen(curves: CurveSet, target: int) -> CurveSet:
 def build_variants(tasks: Sequence[CurveSet], target: int,
                    settings: RobustnessSettings | None = None) -> list[Variant]:
     """The protocol's variants for ``tasks`` (each needs every model's loss at target)."""
+    return _variants(tasks, target, settings)[0]
+
+
+def _variants(tasks: Sequence[CurveSet], target: int, settings: RobustnessSettings | None
+              ) -> tuple[list[Variant], list[str]]:
+    """The variants, and each one left out with why."""
     s = settings or RobustnessSettings()
+    skipped: list[str] = []
     for t in tasks:
         if not _has_target(t, target):
             raise InputError(f"{t.task}: every model needs a measured loss at the target "
@@ -189,11 +204,17 @@ def build_variants(tasks: Sequence[CurveSet], target: int,
         truth = curves.losses_at(tgt, "")
         return Case(_seen(observed or curves, tgt), truth, tgt, budgets, seed)
 
-    def variant(name: str, cases) -> Variant | None:
+    def variant(name: str, cases, why: str) -> Variant | None:
         kept = tuple(c for c in cases if c is not None)
+        if not kept:
+            skipped.append(f"{name}: {why}")
         return Variant(name, kept) if kept else None
 
-    out = [variant("in-sample", [case(t, target) for t in tasks])]
+    no_budget = (f"no budget of target/{min(s.ratios)} ... target/{max(s.ratios)} is a size "
+                 f"every curve has measured with {s.min_sizes} sizes at or under it")
+
+    out = [variant("in-sample", [case(t, target) for t in tasks], no_budget)]
+    largest = max((len(t) for t in tasks), default=0)
     for n in s.subset_sizes:
         cases = []
         for seed in range(s.subset_seeds):
@@ -203,20 +224,27 @@ def build_variants(tasks: Sequence[CurveSet], target: int,
                 rng = np.random.default_rng([seed, k, n])
                 pick = sorted(rng.choice(len(t), size=n, replace=False))
                 cases.append(case(t.subset([t.models[i] for i in pick]), target, seed))
-        out.append(variant(f"{n} models", cases))
+        out.append(variant(f"{n} models", cases,
+                           f"every task has {n} candidates or fewer (the most: {largest})"
+                           if largest <= n else no_budget))
     for level in s.noise_levels:
         cases = []
         for seed in range(s.noise_seeds):
             for k, t in enumerate(tasks):
                 rng = np.random.default_rng([seed, k, round(level * 1e4)])
                 cases.append(case(t, target, seed, observed=_noisy(t, level, rng)))
-        out.append(variant(f"noise {100 * level:g} %", cases))
+        out.append(variant(f"noise {100 * level:g} %", cases, no_budget))
     others = s.targets if s.targets is not None else (target // 2, target // 4)
     for tgt in others:
-        if tgt == target or not all(_has_target(t, tgt) for t in tasks):
+        if tgt == target:
             continue
-        out.append(variant(f"target {tgt:,}", [case(t, tgt) for t in tasks]))
-    return [v for v in out if v is not None]
+        lacking = [t.task for t in tasks if not _has_target(t, tgt)]
+        if lacking:
+            skipped.append(f"target {tgt:,}: not every model of task {lacking[0]} has a "
+                           f"measured loss at {tgt:,}")
+            continue
+        out.append(variant(f"target {tgt:,}", [case(t, tgt) for t in tasks], no_budget))
+    return [v for v in out if v is not None], skipped
 
 
 # ----------------------------------------------------------------------------------
@@ -277,10 +305,11 @@ def robustness(tasks: Sequence[CurveSet], target: int,
     if reference not in labels:
         selectors.insert(0, make_selector(reference))
     cells: list[CellScore] = []
-    for v in build_variants(tasks, target, settings):
+    variants, skipped = _variants(tasks, target, settings)
+    for v in variants:
         for sel in selectors:
             cells.extend(score_cases(sel, v.cases, v.name))
-    return RobustnessReport(summarise(cells, reference), cells, reference)
+    return RobustnessReport(summarise(cells, reference), cells, reference, skipped)
 
 
 # ----------------------------------------------------------------------------------

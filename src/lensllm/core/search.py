@@ -412,11 +412,19 @@ def fixed_baselines(curves: CurveSet, truth: np.ndarray, target: int,
         rows.append({"method": selector.label, "budget": budget,
                      "flops": sum(n for n in sizes if n <= budget) / target,
                      "relacc": relacc(float(truth[curves.models.index(chosen)]), truth)})
-    for size in sizes:
+    for size in _everyones(curves, sizes):
         losses = curves.losses_at(size, "the baseline trains everyone at that size")
         rows.append({"method": "lowest at size", "budget": size, "flops": size / target,
                      "relacc": relacc(float(truth[int(np.argmin(losses))]), truth)})
     return rows
+
+
+def _everyones(tasks: CurveSet | Sequence[CurveSet], sizes: Any) -> list[int]:
+    """The ``sizes`` every candidate of every task has measured, sorted: "train everyone
+    at size s" needs them all (a suite whose run at s failed for one model has none)."""
+    sets = [tasks] if isinstance(tasks, CurveSet) else list(tasks)
+    return sorted(int(n) for n in sizes
+                  if all(c.loss_at(int(n)) is not None for t in sets for c in t))
 
 
 def fixed_budget_fraction(budget: int, target: int, sizes: Sequence[int]) -> float:
@@ -473,7 +481,7 @@ def adaptive_benchmark(tasks: Sequence[CurveSet], target: int,
             truth = truths[task.task]
             row["relacc"][task.task] = relacc(truth[task.models.index(chosen)], truth)
         fixed.append(row)
-    for size in sorted(n for n in sizes if n <= max(fixed_budgets, default=0)):
+    for size in _everyones(tasks, (n for n in sizes if n <= max(fixed_budgets, default=0))):
         row = {"label": f"lowest at {size:,}", "ratio": ratio_label(size, target),
                "budget": size, "relacc": {}, "flops": size / target}
         for task in tasks:

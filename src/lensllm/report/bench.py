@@ -56,6 +56,12 @@ def _mean_or_none(evaluation: Evaluation, method: str, metric: str) -> float | N
     return None if math.isnan(value) else value
 
 
+def _mean(values: list[float]) -> float:
+    """The mean of the values that are numbers (NaN when none is)."""
+    known = [v for v in values if not math.isnan(v)]
+    return float(np.mean(known)) if known else math.nan
+
+
 def calibration_table(cells: list) -> str:
     """Coverage x100 of the stated intervals: rows = ratio, columns = task (+ mean)."""
     tasks = list(dict.fromkeys(c.task for c in cells))
@@ -67,15 +73,24 @@ def calibration_table(cells: list) -> str:
         rows = []
         for ratio in ratios:
             row = [c.coverage for t in tasks for c in mine if c.task == t and c.ratio == ratio]
-            rows.append([ratio, *row, float(np.mean(row))])
-        per_task = [float(np.mean([c.coverage for c in mine if c.task == t])) for t in tasks]
-        rows.append(["mean", *per_task, float(np.mean([c.coverage for c in mine]))])
+            rows.append([ratio, *row, _mean(row)])
+        per_task = [_mean([c.coverage for c in mine if c.task == t]) for t in tasks]
+        rows.append(["mean", *per_task, _mean([c.coverage for c in mine])])
         level = 100 * mine[0].level
-        worst = min(mine, key=lambda c: c.coverage)
-        blocks.append(text_table(["ratio", *tasks, "all"], rows,
-                                 title=f"coverage of the {level:.0f} % interval (x100) -- "
-                                       f"{method}")
-                      + f"\nworst cell: {worst.task} {worst.ratio} {worst.coverage:.1f}")
+        # "-": no interval stated (too few sizes to back-test one), not 0 % coverage
+        rows = [[r[0], *(None if isinstance(v, float) and math.isnan(v) else v
+                         for v in r[1:])] for r in rows]
+        stated = [c for c in mine if not math.isnan(c.coverage)]
+        text = text_table(["ratio", *tasks, "all"], rows,
+                          title=f"coverage of the {level:.0f} % interval (x100) -- {method}")
+        if stated:
+            worst = min(stated, key=lambda c: c.coverage)
+            text += f"\nworst cell: {worst.task} {worst.ratio} {worst.coverage:.1f}"
+        missing = list(dict.fromkeys(c.ratio for c in mine if math.isnan(c.coverage)))
+        if missing:
+            text += (f"\nno interval at {', '.join(missing)}: too few sizes under the budget "
+                     "to back-test one")
+        blocks.append(text)
     return "\n\n".join(blocks)
 
 
@@ -268,6 +283,7 @@ def robustness_table(report: RobustnessReport) -> str:
             f"{s.variant:16s} {s.method:22s} {s.cells:5d} {s.pearcorr:8.1f} {s.relacc:7.1f} | "
             f"{s.ref_pearcorr:6.1f} {s.ref_relacc:6.1f} | {s.worst_pearcorr:+6.1f} "
             f"({s.worst_pearcorr_cell}), {s.worst_relacc:+6.1f} ({s.worst_relacc_cell})")
+    lines += [f"skipped: {why}" for why in report.skipped]
     return "\n".join(lines)
 
 

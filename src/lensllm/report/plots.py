@@ -208,3 +208,51 @@ def plot_pareto(path: str | Path, adaptive: list[dict], fixed: list[dict],
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     return _save(fig, path)
+
+
+def plot_hessian(path: str | Path, model: str, sizes: Sequence[int],
+                 traces: Sequence[float], distances: Sequence[float | None],
+                 gaps: Sequence[float | None], pretrained_trace: float | None = None,
+                 target: int | None = None) -> Path:
+    """One candidate's Hessian measurements against the fine-tuning size (log x): left,
+    the Hessian trace at the fine-tuned weights with the pretrained weights' trace as a
+    reference line; right, the Hessian-weighted distance from the pretrained weights
+    and, on its own axis, the train-test gap.  The y axes are linear: Hutchinson
+    estimates of an indefinite Hessian can be negative."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.6, 3.9), dpi=110)
+    x = np.asarray(sizes, dtype=float)
+    left.plot(x, traces, marker="o", color="C0", label="fine-tuned weights")
+    if pretrained_trace is not None:
+        left.axhline(pretrained_trace, color="0.4", lw=0.9, ls="--",
+                     label="pretrained weights")
+    left.set_ylabel("Hessian trace (probe loss)")
+    left.set_title(f"{model}: Hessian trace", fontsize=10)
+    left.legend(fontsize=7, loc="best")
+    handles = []
+    known = [(n, d) for n, d in zip(x, distances, strict=True) if d is not None]
+    if known:
+        handles += right.plot(*zip(*known, strict=True), marker="o", color="C1",
+                              label="Hessian-weighted distance")
+    right.set_ylabel("(θ-θ0)ᵀ H (θ-θ0)")
+    gap_points = [(n, g) for n, g in zip(x, gaps, strict=True) if g is not None]
+    if gap_points:
+        twin = right.twinx()
+        handles += twin.plot(*zip(*gap_points, strict=True), marker="s", color="C2",
+                             ls="--", label="test - train loss")
+        twin.set_ylabel("gap (test - train loss)")
+    right.set_title(f"{model}: distance and gap", fontsize=10)
+    if handles:
+        right.legend(handles=handles, fontsize=7, loc="best")
+    from matplotlib.ticker import NullFormatter
+
+    for ax in (left, right):
+        ax.set_xscale("log")
+        # the measured sizes as plain numbers (few of them; "2 x 10^1" reads badly)
+        ax.set_xticks(x, [f"{int(n):,}" for n in x])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("fine-tuning examples D")
+        ax.grid(alpha=0.3, which="both")
+        if target is not None and x.size and target <= x.max():
+            ax.axvline(target, color="C3", lw=0.8, ls="-.")
+    return _save(fig, path)

@@ -148,6 +148,48 @@ def _plots(run_dir: Path, curves: CurveSet, selection: Selection,
     return out
 
 
+HESSIAN_HEADERS = ["candidate", "size", "Hessian trace", "Hessian-weighted distance",
+                   "train loss", "gap (test - train)"]
+
+
+def _hessian(run_dir: Path, outcome: RunOutcome) -> tuple[str, list[tuple[Path, str]]]:
+    """The Hessian section (a table, and per candidate with fine-tuning measurements a
+    plot of trace, distance and gap against the size); empty without measurements."""
+    from lensllm.report.plots import plot_hessian
+
+    rows: list[list[Any]] = []
+    plots = []
+    for name, data in outcome.hessian.items():
+        pretrained = (data.get("pretrained") or {}).get("total_trace")
+        runs = {int(n): r for n, r in (data.get("runs") or {}).items()}
+        sizes = sorted(runs)
+        rows.append([name, "pretrained", pretrained, "-", "-", "-"])
+        rows += [[name, f"{n:,}", runs[n]["total_trace"], runs[n].get("distance_total"),
+                  runs[n].get("train_loss"), runs[n].get("gap")] for n in sizes]
+        if sizes:
+            path = plot_hessian(
+                run_dir / "plots" / f"hessian-{plot_name(name)}", name, sizes,
+                [runs[n]["total_trace"] for n in sizes],
+                [runs[n].get("distance_total") for n in sizes],
+                [runs[n].get("gap") for n in sizes], pretrained, outcome.config.target)
+            plots.append((path, f"{name}: Hessian trace, distance and gap"))
+    if not rows:
+        return "", []
+    md = (markdown_table(HESSIAN_HEADERS, rows, digits=4)
+          + "\n\nTrace: Hutchinson estimate of the Hessian trace of the probe loss (sum "
+          "over layers); distance: (θ-θ0)ᵀ H (θ-θ0) from the pretrained weights θ0, at the "
+          "fine-tuned weights; gap: test loss minus the loss on the run's own training "
+          "subset.")
+    return md, plots
+
+
+def _figure(path: Path, caption: str, wide: bool = False) -> str:
+    """An inlined PNG with its caption (the page loads nothing from anywhere)."""
+    return (f'<figure{" class=wide" if wide else ""}><img alt="{html.escape(caption)}" '
+            f'src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
 def write_report(outcome: RunOutcome) -> Path:
     """Write report.md, report.html and plots/ into the run directory; return the path
     of report.md.
@@ -189,7 +231,7 @@ def write_report(outcome: RunOutcome) -> Path:
                     "overlap.")
     add("Ranking", ranking, table_id="ranking")
     add("Compute", markdown_table(["part", "FLOPs", "share of the reference", "counted as"],
-                                  ledger_rows(ledger)))
+                                  ledger_rows(ledger)) + _measured_note(outcome))
     if halving is not None:
         rows = [[r.size, len(r.survivors), r.leader, f"{r.leader_p_best:.2f}",
                  f"{100 * r.flops_fraction:.2f} %"] for r in halving.rungs]
@@ -205,7 +247,15 @@ def write_report(outcome: RunOutcome) -> Path:
             markdown_table(["method", "ratio", "budget", "PearCorr", "RelAcc", "MAPE %"],
                            rows)
             + "\n\nTrue loss at the target: "
-            + ", ".join(f"{m} {v:.4f}" for m, v in sorted(truth.items(), key=lambda kv: kv[1])))
+            + ", ".join(f"{m} {v:.4f}" for m, v in sorted(truth.items(), key=lambda kv: kv[1]))
+            + "".join(f"\n\nNot scored: {m} ({why})."
+                      for m, why in outcome.not_scored.items()))
+    hessian_md, hessian_plots = _hessian(run_dir, outcome)
+    if hessian_md:
+        add("Hessian", hessian_md + "".join(f"\n\n![{c}](plots/{p.name})"
+                                           for p, c in hessian_plots),
+            _md_table_html(hessian_md)
+            + "".join(_figure(p, c, wide=True) for p, c in hessian_plots))
     if outcome.failures:
         add("Failures", markdown_table(["job", "error", "attempts"],
                                        [[f["job"], f["error"], f["attempts"]]
@@ -225,11 +275,8 @@ def write_report(outcome: RunOutcome) -> Path:
     md_path = run_dir / "report.md"
     md_path.write_text("\n".join(md) + "\n")
 
-    images = "".join(
-        f'<figure{" class=wide" if k == 0 else ""}><img alt="{html.escape(c)}" '
-        'src="data:image/png;base64,'
-        f'{base64.b64encode(p.read_bytes()).decode()}"><figcaption>{html.escape(c)}'
-        "</figcaption></figure>" for k, (p, c) in enumerate(zip(plots, captions, strict=True)))
+    images = "".join(_figure(p, c, wide=k == 0)
+                     for k, (p, c) in enumerate(zip(plots, captions, strict=True)))
     body = "".join(f"<h2>{html.escape(t)}</h2>{h}" for t, _, h in sections)
     page = (
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -245,6 +292,13 @@ def write_report(outcome: RunOutcome) -> Path:
         "</body></html>")
     (run_dir / "report.html").write_text(page)
     return md_path
+
+
+def _measured_note(outcome: RunOutcome) -> str:
+    """One paragraph per optional measurement: made or not, and why."""
+    what = {"ntk": "NTK spectra", "hessian": "Hessian traces"}
+    return "".join(f"\n\n{what.get(kind, kind)}: {'measured' if made else 'not measured'} "
+                   f"({why})." for kind, (made, why) in outcome.measurements.items())
 
 
 def _inline_md(text: str) -> str:

@@ -15,7 +15,7 @@ the key, say what was wrong and what to write instead.  Example::
     search: adaptive             # or grid
     flops_budget: 0.05
     training: {batch_size: 8, max_length: 64}
-    ntk: {enabled: true, params: last, probe_size: 32}
+    ntk: {enabled: auto, params: last, probe_size: 32}   # auto: iff the method reads it
     executor: {kind: local, workers: 1}
 
 Each section is a frozen dataclass with a ``from_mapping(data, where)`` constructor that
@@ -56,8 +56,8 @@ TOP_KEYS = {
     "flops_budget": "adaptive search: FLOPs share of fine-tuning every candidate at the "
                     "target (0-1)",
     "training": "fine-tuning settings (batch_size, max_length, max_epochs, ...)",
-    "ntk": "mapping {enabled, params, probe_size, projection_dim}",
-    "hessian": "mapping {enabled, probe_size, samples} (off by default)",
+    "ntk": "mapping {enabled: auto|true|false, params, probe_size, projection_dim}",
+    "hessian": "mapping {enabled: auto|true|false, probe_size, samples}",
     "executor": "mapping {kind: local|ray, workers, retries, address, num_cpus, num_gpus, "
                 "device}",
 }
@@ -127,6 +127,14 @@ def _text(value: Any, where: str) -> str:
 def _flag(value: Any, where: str) -> bool:
     if not isinstance(value, bool):
         raise InputError(f"{where} must be true or false")
+    return value
+
+
+def _auto_flag(value: Any, where: str) -> bool | str:
+    """true, false or ``auto`` (decided by the run's method: see
+    :meth:`RunConfig.measurement`)."""
+    if value != "auto" and not isinstance(value, bool):
+        raise InputError(f"{where} must be auto, true or false, got {value!r}")
     return value
 
 
@@ -217,9 +225,9 @@ TASK_RULES: dict[str, Rule] = {
     "split": _optional(_text),
     "test_split": _optional(_text),
 }
-NTK_RULES: dict[str, Rule] = {"enabled": _flag, "params": _ntk_params,
+NTK_RULES: dict[str, Rule] = {"enabled": _auto_flag, "params": _ntk_params,
                               "probe_size": _whole(2), "projection_dim": _optional(_whole(1))}
-HESSIAN_RULES: dict[str, Rule] = {"enabled": _flag, "probe_size": _whole(1),
+HESSIAN_RULES: dict[str, Rule] = {"enabled": _auto_flag, "probe_size": _whole(1),
                                   "samples": _whole(2)}
 EXECUTOR_RULES: dict[str, Rule] = {
     "kind": _choice("local", "ray"),
@@ -431,10 +439,11 @@ def parse_training(value: Any, file: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class NTKSettings:
-    """``ntk``: whether to measure the NTK spectra, of which parameters, on how many
-    probe examples (``projection_dim``: random-project the gradients to this size)."""
+    """``ntk``: whether to measure the NTK spectra (``auto``: iff the run's method reads
+    them), of which parameters, on how many probe examples (``projection_dim``:
+    random-project the gradients to this size)."""
 
-    enabled: bool = True
+    enabled: bool | str = "auto"
     #: all, last, lora or a list of parameter-name prefixes
     params: str | list[str] = "last"
     probe_size: int = 32
@@ -449,10 +458,10 @@ class NTKSettings:
 class HessianSettings:
     """``hessian``: measure per-layer Hessian traces (Hutchinson, ``samples`` probe
     vectors) on ``probe_size`` examples at the pretrained weights and, with the
-    Hessian-weighted distance from them, at the end of every fine-tuning run.  Off by
-    default: no selection method reads it yet."""
+    Hessian-weighted distance from them, at the end of every fine-tuning run.  ``auto``
+    (the default): iff the run's method reads it, which no method does yet."""
 
-    enabled: bool = False
+    enabled: bool | str = "auto"
     probe_size: int = 16
     samples: int = 8
 
@@ -536,6 +545,29 @@ class RunConfig:
         if run_dir is not None:
             changes["run_dir"] = Path(run_dir)
         return replace(self, **changes)
+
+    def measurement(self, kind: str) -> tuple[bool, str]:
+        """Whether the run measures ``kind`` (``ntk`` or ``hessian``), and why, in words."""
+        setting = getattr(self, kind).enabled
+        if setting != "auto":
+            return setting, f"{kind}.enabled is {str(setting).lower()} in the config"
+        from lensllm.core.selectors import make_selector
+
+        used = bool(getattr(make_selector(self.method), f"uses_{kind}", False))
+        return used, (f"{kind}.enabled is auto and method {self.method} "
+                      f"{'reads' if used else 'does not read'} {MEASURED[kind]}")
+
+    @property
+    def measure_ntk(self) -> bool:
+        return self.measurement("ntk")[0]
+
+    @property
+    def measure_hessian(self) -> bool:
+        return self.measurement("hessian")[0]
+
+
+#: what each optional measurement is, for the messages of :meth:`RunConfig.measurement`
+MEASURED = {"ntk": "NTK spectra", "hessian": "Hessian measurements"}
 
 
 def load_config(path: str | Path) -> RunConfig:

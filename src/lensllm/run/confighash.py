@@ -29,6 +29,12 @@ def run_settings(config: RunConfig) -> dict[str, Any]:
     settings = {k: v for k, v in config.raw.items() if k not in IGNORED}
     # --flops-budget and --search override the file; their defaults are part of the run
     settings.update(flops_budget=config.flops_budget, search=config.search)
+    for kind in ("ntk", "hessian"):
+        # ``enabled: auto`` hashes as what it resolves to: a config that writes it where
+        # it once wrote ``enabled: true`` (with a method that reads it) is the same run.
+        section = settings.get(kind)
+        if isinstance(section, dict) and section.get("enabled") == "auto":
+            settings[kind] = {**section, "enabled": config.measurement(kind)[0]}
     return settings
 
 

@@ -85,6 +85,14 @@ class RunOutcome:
     verified: CurveSet | None
     weight_metrics: dict[str, dict[str, float]]
     wall_seconds: float
+    #: per optional measurement (ntk, hessian): whether it was made, and why
+    measurements: dict[str, tuple[bool, str]] = field(default_factory=dict)
+    #: with verify: methods left unscored -> why (one that reads NTK spectra, when the
+    #: run measured none)
+    not_scored: dict[str, str] = field(default_factory=dict)
+    #: with hessian measured: per candidate, ``pretrained`` (the pretrained weights'
+    #: measurement) and ``runs`` (fine-tuning size -> the run's measurement)
+    hessian: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def run_dir(self) -> Path:
@@ -217,7 +225,7 @@ def finetune_job(ctx: RunContext, name: str, size: int) -> Job:
     identity = {"task": ctx.task.identity(), "size": int(size), "seed": ctx.config.seed,
                 "training": ctx.training}
     extra: dict[str, Any] = {}
-    if ctx.config.hessian.enabled and size > 0:
+    if ctx.config.measure_hessian and size > 0:
         # Only then: a run without the measurement keeps the key it always had.
         extra["hessian"] = identity["hessian"] = ctx.config.hessian.job_settings()
     return _job(ctx, "finetune", name, int(size), identity,
@@ -312,7 +320,7 @@ def _zero_shot(ctx: RunContext) -> dict[str, dict[str, Any]]:
 
 
 def _ntk(ctx: RunContext) -> dict[str, dict[str, Any]]:
-    if not ctx.config.ntk.enabled:
+    if not ctx.config.measure_ntk:
         return {}
     jobs = [ntk_job(ctx, name) for name in ctx.candidates]
     results = run_jobs(ctx, jobs, "NTK probes")
@@ -487,9 +495,11 @@ def _run(config: RunConfig, verify: bool, progress: RunProgress, executor: Execu
                                 if first else "; see the failures in the run directory's "
                                 "store"))
         ntk = _ntk(ctx)
-        if config.hessian.enabled:
-            run_jobs(ctx, [hessian_job(ctx, name) for name in ctx.candidates],
-                     "Hessian traces")
+        pretrained_hessian: dict[str, dict[str, Any]] = {}
+        if config.measure_hessian:
+            jobs = [hessian_job(ctx, name) for name in ctx.candidates]
+            done = run_jobs(ctx, jobs, "Hessian traces")
+            pretrained_hessian = {j.candidate: done[j.key] for j in jobs if j.key in done}
         selector = make_selector(config.method)
         if selector.name == "nlpmetrics":
             # Only this method needs them before ranking; --verify measures them for
@@ -508,11 +518,12 @@ def _run(config: RunConfig, verify: bool, progress: RunProgress, executor: Execu
         selection = selector.select(curves, budget, config.target, uncertainty=True)
         actual = sum(r["train_flops"] for runs in _finetuned(ctx).values()
                      for n, r in runs.items() if n <= config.budget)
-        ledger = flops_summary(measured, tokens, config.target, actual, zero=zero, ntk=ntk)
+        ledger = flops_summary(measured, tokens, config.target, actual, zero=zero,
+                               ntk=ntk if config.measure_ntk else None)
 
-        verification, verified = None, None
+        verification, verified, not_scored = None, None, {}
         if verify:
-            verification, verified = run_verify(ctx, sizes, zero, ntk)
+            verification, verified, not_scored = run_verify(ctx, sizes, zero, ntk)
             runs = _finetuned(ctx)
             ledger["verify_train_flops"] = sum(r["train_flops"] for by_size in runs.values()
                                                for n, r in by_size.items()
@@ -526,7 +537,11 @@ def _run(config: RunConfig, verify: bool, progress: RunProgress, executor: Execu
                              selection=selection, halving=halving, ledger=ledger,
                              failures=ctx.failures, verify=verification, verified=verified,
                              weight_metrics=ctx.weight_metrics,
-                             wall_seconds=time.perf_counter() - ctx.started)
+                             wall_seconds=time.perf_counter() - ctx.started,
+                             measurements={k: config.measurement(k)
+                                           for k in ("ntk", "hessian")},
+                             not_scored=not_scored,
+                             hessian=hessian_results(ctx, pretrained_hessian))
         export_curves(outcome.exported, outcome.run_dir)
         ctx.progress.message(f"finished in {duration(outcome.wall_seconds)}: "
                              f"{ctx.progress.summary()}")
@@ -600,11 +615,27 @@ def rankable(ctx: RunContext, curves: CurveSet, selector: Selector) -> tuple[Cur
     return CurveSet(keep, task=curves.task), budget
 
 
+def hessian_results(ctx: RunContext, pretrained: dict[str, dict[str, Any]]
+                    ) -> dict[str, dict[str, Any]]:
+    """Per candidate with Hessian measurements: the pretrained weights' and, by size,
+    each fine-tuning run's (sizes above the budget too, after --verify)."""
+    runs = _finetuned(ctx)
+    out: dict[str, dict[str, Any]] = {}
+    for name in ctx.candidates:
+        measured = {n: r["hessian"] for n, r in runs.get(name, {}).items()
+                    if n > 0 and r.get("hessian")}
+        if measured or name in pretrained:
+            out[name] = {"pretrained": pretrained.get(name), "runs": measured}
+    return out
+
+
 def run_verify(ctx: RunContext, sizes: Sequence[int], zero: dict[str, dict[str, Any]],
-               ntk: dict[str, dict[str, Any]]) -> tuple[Evaluation | None, CurveSet]:
+               ntk: dict[str, dict[str, Any]]
+               ) -> tuple[Evaluation | None, CurveSet, dict[str, str]]:
     """Fine-tune every candidate on the full grid and at the target; score every method.
 
-    Returns the scores (None when they cannot be computed) and the full curves."""
+    Returns the scores (None when they cannot be computed), the full curves and the
+    methods left unscored, with why."""
     from lensllm.core.evaluation import evaluate
     from lensllm.core.selectors import SELECTORS
 
@@ -621,13 +652,20 @@ def run_verify(ctx: RunContext, sizes: Sequence[int], zero: dict[str, dict[str, 
     usable = {"model-size": all(c.params for c in curves),
               "nlpmetrics": all((c.metrics or {}).get("pl_alpha") is not None
                                 for c in curves)}
-    methods = [m for m in SELECTORS if usable.get(m, True)]
+    not_scored = {}
+    if not any(c.ntk is not None for c in curves):
+        # Without a spectrum such a method falls back to another's fit (lensllm-paper:
+        # the rectified law); scoring it would show that method's numbers under its name.
+        why = ctx.config.measurement("ntk")[1]
+        not_scored = {m: f"reads NTK spectra; none was measured ({why})"
+                      for m, cls in SELECTORS.items() if cls.uses_ntk}
+    methods = [m for m in SELECTORS if usable.get(m, True) and m not in not_scored]
     try:
         table = evaluate(curves, methods=methods, budgets=budgets, target=config.target)
     except LensLLMError as exc:
         ctx.progress.message(f"verify: could not score the methods: {exc}")
         table = None
-    return table, curves
+    return table, curves, not_scored
 
 
 def summary_json(outcome: RunOutcome, report: Path | None = None) -> dict[str, Any]:
@@ -641,5 +679,8 @@ def summary_json(outcome: RunOutcome, report: Path | None = None) -> dict[str, A
         "failures": outcome.failures, "wall_seconds": outcome.wall_seconds,
         "report": None if report is None else str(report),
         "verify": None if outcome.verify is None else outcome.verify.to_records(),
+        "not_scored": outcome.not_scored,
+        "measured": {kind: {"measured": made, "why": why}
+                     for kind, (made, why) in outcome.measurements.items()},
     }
 

@@ -94,6 +94,8 @@ class Plan:
     #: None where it depends on a cluster (Ray)
     parallel: int | None = 1
     totals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: per optional measurement (ntk, hessian): {"measured": bool, "why": words}
+    measurements: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,6 +107,11 @@ class Plan:
                  f"target {self.target}; search {self.search}"
                  + (f" (FLOPs budget {100 * self.flops_budget:g} %)"
                     if self.search == "adaptive" else "")]
+        for kind, what in (("ntk", "NTK spectra"), ("hessian", "Hessian traces")):
+            if kind in self.measurements:
+                m = self.measurements[kind]
+                lines.append(f"{what}: {'measured' if m['measured'] else 'not measured'} "
+                             f"({m['why']})")
         lines.append("")
         head = f"{'candidate':<24}{'params':>12}{'tok/ex':>8}{'step s':>9}{'eval s/ex':>11}"
         lines.append(head + "  precision/device  revision")
@@ -183,7 +190,7 @@ def make_plan(config: RunConfig, *, measure: bool = True, verify: bool = False,
     jobs = [PlannedJob("zero-shot", name, 0, "start",
                        est_seconds=_finetune_seconds(by_name[name], task, None))
             for name in candidates]
-    if config.ntk.enabled:
+    if config.measure_ntk:
         jobs += [PlannedJob("ntk", name, None, "start",
                             est_seconds=_ntk_seconds(by_name[name], config.ntk.probe_size))
                  for name in candidates]
@@ -203,7 +210,10 @@ def make_plan(config: RunConfig, *, measure: bool = True, verify: bool = False,
                 flops_budget=config.flops_budget, candidates=costs, jobs=jobs,
                 reference_flops=reference,
                 reference_seconds=_sum_seconds(reference_jobs), measured=measure,
-                measure_seconds=measure_seconds, parallel=_parallel(config, len(costs)))
+                measure_seconds=measure_seconds, parallel=_parallel(config, len(costs)),
+                measurements={kind: dict(zip(("measured", "why"), config.measurement(kind),
+                                             strict=True))
+                              for kind in ("ntk", "hessian")})
     plan.totals = _totals(jobs, config, reference)
     return plan
 
@@ -305,7 +315,7 @@ def _measure(cost: CandidateCost, candidate: Candidate, task: Task, training: Tr
     cost.eval_example_s = result.eval_time_s / evaluated
     cost.load_s = max(0.0, result.wall_time_s - result.train_time_s - result.eval_time_s)
     cost.precision, cost.device = result.precision, result.device
-    if config.ntk.enabled:
+    if config.measure_ntk:
         ntk = config.ntk
         with torch_threads(training.num_threads):
             model, tokenizer = load_candidate(candidate, apply_method=ntk.params == "lora",

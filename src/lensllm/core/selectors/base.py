@@ -132,6 +132,11 @@ class Selector(ABC):
     higher_is_better: ClassVar[bool] = False
     #: whether the score is a predicted loss at the target (False: a ranking score only)
     predicts_loss: ClassVar[bool] = True
+    #: whether the method reads the curves' NTK spectra (``lensllm run`` measures them
+    #: under ``ntk: {enabled: auto}`` only for such a method)
+    uses_ntk: ClassVar[bool] = False
+    #: whether the method reads Hessian measurements (``hessian: {enabled: auto}``)
+    uses_hessian: ClassVar[bool] = False
 
     def __init__(self, **settings: Any) -> None:
         # Values live in a dict, not as attributes, so that every write goes through

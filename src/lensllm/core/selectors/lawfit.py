@@ -113,6 +113,7 @@ class LensLLMPaperFit(RectifiedFit):
     """The LensLLM law as published; F from the NTK spectrum where curves carry one."""
 
     name = "lensllm-paper"
+    uses_ntk = True
     settings = (*RectifiedFit.settings,
                 Setting("mode", choice("measured", "fit-t"), "measured",
                         "with NTK data: F at the measured step count t, or t fitted "
