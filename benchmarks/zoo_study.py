@@ -55,7 +55,7 @@ from lensllm.core.laws.fit import params_at_bounds
 from lensllm.core.selectors import Selection
 from lensllm.core.selectors.lawfit import LensLLMPaperFit, RectifiedFit
 from lensllm.core.suites import Suite, load_suite
-from lensllm.errors import InputError
+from lensllm.errors import InputError, LensLLMError
 from lensllm.report.tables import markdown_table
 
 METHODS = ("lensllm-paper", "lensllm-paper[mode=fit-t]", "rectified", "lensllm", "ats",
@@ -81,38 +81,54 @@ def num(value: float | None, digits: int = 3) -> str:
 class CurveShape:
     task: str
     model: str
-    f_measured: float | None
-    f_fit: float | None
-    t_measured: float | None
-    t_fit: float | None
-    d_l: float
-    d0: float
-    knee: float | None
+    f_measured: float | None = None
+    f_fit: float | None = None
+    t_measured: float | None = None
+    t_fit: float | None = None
+    d_l: float | None = None
+    d0: float | None = None
+    knee: float | None = None
     bounds: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-def curve_shape(task: str, curve: Curve, target: int) -> CurveShape:
-    """Fits to the full curve and the knee of one candidate."""
-    bounds = {}
-    _, rect = RectifiedFit().fit_curve(curve, target)
-    bounds["rectified"] = params_at_bounds(rect)
-    f_measured = f_fit = t_measured = t_fit = None
-    if curve.ntk is not None:
-        t_measured = curve.ntk.steps
-        if curve.ntk.steps is not None:
-            f_measured = LensLLMLaw(ntk=curve.ntk, mode="measured").f_value()
-            _, measured = LensLLMPaperFit(mode="measured").fit_curve(curve, target)
-            bounds["measured"] = params_at_bounds(measured)
-        _, fitted = LensLLMPaperFit(mode="fit-t").fit_curve(curve, target)
-        f_fit, t_fit = fitted.params["F"], fitted.params["t"]
-        bounds["fit-t"] = params_at_bounds(fitted)
-    return CurveShape(task, curve.model, f_measured, f_fit, t_measured, t_fit,
-                      rect.params["D_l"], rect.params["D0"],
-                      knee_size(curve.sizes, curve.losses), bounds)
+def curve_shape(task: str, curve: Curve, target: int, notes: list[str]) -> CurveShape:
+    """Fits to the full curve and the knee of one candidate; a fit that cannot be made
+    leaves its numbers empty and says why in ``notes``."""
+    shape = CurveShape(task, curve.model)
+
+    def attempt(what: str, make):
+        try:
+            return make()
+        except LensLLMError as error:
+            notes.append(f"{task}: {curve.model}: {what}: {error}")
+            return None
+
+    rect = attempt("rectified fit", lambda: RectifiedFit().fit_curve(curve, target)[1])
+    if rect is not None:
+        shape.d_l, shape.d0 = rect.params["D_l"], rect.params["D0"]
+        shape.bounds["rectified"] = params_at_bounds(rect)
+    shape.knee = attempt("knee", lambda: knee_size(curve.sizes, curve.losses))
+    if curve.ntk is None:
+        notes.append(f"{task}: {curve.model}: no NTK spectrum in the curve file")
+        return shape
+    shape.t_measured = curve.ntk.steps
+    if curve.ntk.steps is not None:
+        shape.f_measured = LensLLMLaw(ntk=curve.ntk, mode="measured").f_value()
+        measured = attempt("LensLLM fit (measured)", lambda: LensLLMPaperFit(
+            mode="measured").fit_curve(curve, target)[1])
+        if measured is not None:
+            shape.bounds["measured"] = params_at_bounds(measured)
+    fitted = attempt("LensLLM fit (fit-t)", lambda: LensLLMPaperFit(
+        mode="fit-t").fit_curve(curve, target)[1])
+    if fitted is not None:
+        shape.f_fit, shape.t_fit = fitted.params["F"], fitted.params["t"]
+        shape.bounds["fit-t"] = params_at_bounds(fitted)
+    return shape
 
 
-def section_ntk(suite: Suite) -> tuple[str, dict[str, dict[str, float | None]]]:
-    shapes = [curve_shape(cs.task, curve, suite.target)
+def section_ntk(suite: Suite, notes: list[str]
+                ) -> tuple[str, dict[str, dict[str, float | None]]]:
+    shapes = [curve_shape(cs.task, curve, suite.target, notes)
               for cs in suite.curve_sets for curve in cs]
     out = ["## 1. Does the measured F track the curves?", "",
            "Spearman ρ (two-sided p) over the candidates of a task; `pooled` ranks all "
@@ -133,7 +149,8 @@ def section_ntk(suite: Suite) -> tuple[str, dict[str, dict[str, float | None]]]:
         ff = [s.f_fit for s in members]
         dl = [s.d_l for s in members]
         kn = [s.knee for s in members]
-        hits = " / ".join(f"{sum(bool(s.bounds.get(law)) for s in members)}"
+        hits = " / ".join(f"{sum(bool(s.bounds.get(law)) for s in members)} of "
+                          f"{sum(law in s.bounds for s in members)}"
                           for law in ("rectified", "measured", "fit-t"))
         rows.append([name, n, corr(spearman(fm, dl), n), corr(spearman(ff, dl), n),
                      corr(spearman(fm, kn), n), corr(spearman(ff, kn), n),
@@ -163,9 +180,27 @@ def _cell_table(title: str, methods: Sequence[str], rows: dict[tuple[str, str], 
     return f"{title}\n\n" + markdown_table(["task", "ratio", *methods], body, digits)
 
 
-def section_selection(suite: Suite) -> str:
-    curve_sets, budgets, target = suite.curve_sets, list(suite.budgets), suite.target
-    kept, notes = usable_methods(curve_sets, METHODS, budgets)
+def with_target(suite: Suite, notes: list[str]) -> list[CurveSet]:
+    """Each task's curves that have the true loss at the target (the others cannot be
+    scored: their verification run is missing); tasks left with one model drop out."""
+    out = []
+    for cs in suite.curve_sets:
+        have = [c.model for c in cs if c.loss_at(suite.target) is not None]
+        if len(have) < len(cs):
+            notes.append(f"{cs.task}: no loss at the target {suite.target:,} for "
+                         f"{', '.join(m for m in cs.models if m not in have)}: left out of "
+                         "the selection scores")
+        if len(have) >= 2:
+            out.append(cs.subset(have) if len(have) < len(cs) else cs)
+    return out
+
+
+def section_selection(suite: Suite, curve_sets: list[CurveSet]) -> str:
+    """Section 2 on ``curve_sets``: the suite's tasks as :func:`with_target` kept them."""
+    budgets, target = list(suite.budgets), suite.target
+    if not curve_sets:
+        raise InputError("no task has two models with a loss at the target")
+    kept, skipped = usable_methods(curve_sets, METHODS, budgets)
     # Needs that usable_methods does not check (nlpmetrics' weight metrics) show when the
     # method runs: try each at the smallest budget and leave out those that cannot.
     for selector in list(kept):
@@ -173,7 +208,7 @@ def section_selection(suite: Suite) -> str:
             selector.select_many([(cs, min(budgets), target) for cs in curve_sets])
         except InputError as error:
             kept.remove(selector)
-            notes.append(f"skipped {selector.label}: {error}")
+            skipped.append(f"skipped {selector.label}: {error}")
     evaluation = evaluate(curve_sets, methods=kept, budgets=budgets, target=target)
     methods = evaluation.methods
     coverage: dict[tuple[str, str, int], float] = {}
@@ -190,7 +225,7 @@ def section_selection(suite: Suite) -> str:
            "x100, MAPE % of the predicted target loss, coverage x100 of the "
            f"{100 * LEVEL:.0f} % interval (n/a: the method predicts no loss).  The same "
            "functions as `lensllm bench --suite` and `bench --calibration`.", ""]
-    out += [f"- {note}" for note in notes]
+    out += [f"- {note}" for note in skipped]
     for metric, label, digits in (("pearcorr", "PearCorr x100", 1),
                                   ("relacc", "RelAcc x100", 1), ("mape", "MAPE %", 2),
                                   ("coverage", f"coverage of the {100 * LEVEL:.0f} % "
@@ -293,9 +328,11 @@ def _mean(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def section_hessian(suite: Suite, folder: Path, knees: dict[str, dict[str, float | None]]
-                    ) -> str:
-    notes: list[str] = []
+def section_hessian(suite: Suite, scorable: list[CurveSet],
+                    knees: dict[str, dict[str, float | None]], notes: list[str]) -> str:
+    """Section 3; ``scorable``: the tasks as :func:`with_target` kept them (3c)."""
+    folder = suite.folder
+    assert folder is not None
     data = {cs.task: read_runs(folder, cs.task, notes) for cs in suite.curve_sets}
     out = ["## 3. The Hessian view (Ju et al. 2022)", "",
            "From `<task>.runs.json`: traces (Hutchinson) at the fine-tuned weights of every "
@@ -386,9 +423,7 @@ def section_hessian(suite: Suite, folder: Path, knees: dict[str, dict[str, float
             "budget; PearCorr and RelAcc x100 against the true target loss, as in "
             "section 2.  Candidates without the measurement are left out of that cell "
             "(n).", ""]
-    out.append(_hessian_selection(suite, data))
-    if notes:
-        out += ["", "### Data notes", ""] + [f"- {n}" for n in notes]
+    out.append(_hessian_selection(suite, scorable, data))
     return "\n".join(out)
 
 
@@ -411,9 +446,9 @@ def _score_subset(curves: CurveSet, label: str, budget: int, target: int,
     return cell.pearcorr, cell.relacc, len(models)
 
 
-def _hessian_selection(suite: Suite, data: dict[str, Any]) -> str:
+def _hessian_selection(suite: Suite, scorable: list[CurveSet], data: dict[str, Any]) -> str:
     rows, totals = [], {"trace": ([], []), "complexity": ([], [])}
-    for cs in suite.curve_sets:
+    for cs in scorable:
         runs, pretrained = data[cs.task]
         trace = {m: (pretrained.get(m) or {}).get("total_trace") for m in cs.models}
         for budget in suite.budgets:
@@ -452,11 +487,29 @@ def study(name: str, tasks: Sequence[str] | None = None, selection: bool = True)
     counts = ", ".join(f"{cs.task} ({len(cs)})" for cs in suite.curve_sets)
     head = (f"# Zoo study: {folder}\n\nTasks (candidates): {counts}; target "
             f"{suite.target:,}.")
-    ntk, knees = section_ntk(suite)
-    parts = [head, ntk]
+    notes: list[str] = []
+    scorable = with_target(suite, notes)
+    knees: dict[str, dict[str, float | None]] = {cs.task: {} for cs in suite.curve_sets}
+
+    def section(number: int, make) -> str:
+        # One section that cannot be computed (a failed fit, missing runs) must not
+        # take the others with it: say why in its place.
+        try:
+            return make()
+        except LensLLMError as error:
+            return f"## {number}. (not computed: {error})"
+
+    def ntk() -> str:
+        text, found = section_ntk(suite, notes)
+        knees.update(found)
+        return text
+
+    parts = [head, section(1, ntk)]
     if selection:
-        parts.append(section_selection(suite))
-    parts.append(section_hessian(suite, folder, knees))
+        parts.append(section(2, lambda: section_selection(suite, scorable)))
+    parts.append(section(3, lambda: section_hessian(suite, scorable, knees, notes)))
+    if notes:
+        parts.append("## Data notes\n\n" + "\n".join(f"- {n}" for n in notes))
     return "\n\n".join(parts) + "\n"
 
 

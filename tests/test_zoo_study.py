@@ -92,7 +92,8 @@ def _bench(capsys, *args: str) -> str:
 
 def test_hessian_section_reads_the_runs_and_reports_what_is_odd(report):
     _, text = report
-    hessian = _section(text, "## 3.")
+    hessian = _section(text, "## 3.").split("## Data notes")[0]
+    notes = _section(text, "## Data notes")
     # the synthetic traces fall with the size, before and after the knee
     row = _row(hessian, "prose", "m2")
     assert row[4].startswith("-1.00") and float(row[7]) < float(row[6])
@@ -100,9 +101,9 @@ def test_hessian_section_reads_the_runs_and_reports_what_is_odd(report):
     assert _row(hessian, "pairs", "transformer.h.1")[2:] == ["5", "-1", "5"]
     # pairs/m1 lacks one Hessian: 8 runs, and a note
     assert _row(hessian, "pairs", "m1", "8")
-    assert "- pairs: 1 fine-tuning run(s) without a Hessian measurement: m1@64" in hessian
+    assert "- pairs: 1 fine-tuning run(s) without a Hessian measurement: m1@64" in notes
     assert ("- pairs: 1 run(s) with a negative layer distance (counted as zero in the "
-            "complexity term): m2@128 (1 layer(s))") in hessian
+            "complexity term): m2@128 (1 layer(s))") in notes
     gap = _section(hessian, "### 3b.")
     assert _row(gap, "prose", "5")[3] == "5 / 5"
     select = _section(hessian, "### 3c.")
@@ -124,3 +125,23 @@ def test_default_suite_and_bad_folders(zoo_study, report, monkeypatch, capsys, t
     assert zoo_study.main(["lin2024", "--skip-selection"]) == 2
     assert capsys.readouterr().err == ("error: suite 'lin2024' has no runs to study; give "
                                        "a suite folder\n")
+
+
+def test_a_partial_task_is_studied_with_what_it_has(zoo_study, tmp_path):
+    """A candidate whose verification run failed (no loss at the target) and one whose
+    NTK job failed: the sections still come out, and the notes say what is missing."""
+    folder = write_study_suite(tmp_path / "suite")
+    path = folder / "prose.json"
+    data = json.loads(path.read_text())
+    data["curves"][3]["points"] = data["curves"][3]["points"][:-1]
+    del data["curves"][4]["ntk"]
+    path.write_text(json.dumps(data))
+    text = zoo_study.study(str(folder), ["prose"])
+    assert "not computed" not in text
+    notes = _section(text, "## Data notes")
+    assert "- prose: no loss at the target 4,096 for m3: left out of the selection scores" \
+        in notes
+    assert "- prose: m4: no NTK spectrum in the curve file" in notes
+    assert _row(_section(text, "## 1."), "prose", "5")[7] == "0 of 5 / 0 of 4 / 3 of 4"
+    assert _row(_section(text, "**Summary over task x ratio cells**"), "ats", "4")
+    assert _row(_section(text, "### 3c."), "prose", "1/8")[4] == "4"
