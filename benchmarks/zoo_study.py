@@ -45,6 +45,7 @@ from lensllm.core.curves import Curve, CurveSet
 from lensllm.core.diagnostics import (
     Correlation,
     complexity_term,
+    hessian_distance_measure,
     knee_size,
     negative_layers,
     spearman,
@@ -140,6 +141,12 @@ def section_ntk(suite: Suite, notes: list[str]
            "least half the curve's steepest local slope; none when no local slope "
            "falls.  Bounds: fits with a parameter on a bound of the fitting box.", ""]
     groups = [(cs.task, [s for s in shapes if s.task == cs.task]) for cs in suite.curve_sets]
+    for task, members in groups:
+        steps = {s.t_measured for s in members if s.t_measured is not None}
+        if len(steps) == 1 and len(members) > 1:
+            notes.append(f"{task}: the measured t is {steps.pop():g} steps for every "
+                         "candidate (the run at the smallest size): F(η, t) differs between "
+                         "candidates only by the spectrum and η")
     if len(groups) > 1:
         groups.append(("pooled", shapes))
     rows = []
@@ -220,8 +227,7 @@ def section_selection(suite: Suite, curve_sets: list[CurveSet]) -> str:
     keys = [(cs.task, b) for cs in curve_sets for b in budgets]
     out = ["## 2. Selection at every ratio", "",
            f"Target {target:,}; budgets {', '.join(f'{b:,}' for b in budgets)} "
-           f"({', '.join(ratio_label(b, target) for b in budgets)}); "
-           f"{len(curve_sets[0])} candidates in {curve_sets[0].task}.  PearCorr and RelAcc "
+           f"({', '.join(ratio_label(b, target) for b in budgets)}).  PearCorr and RelAcc "
            "x100, MAPE % of the predicted target loss, coverage x100 of the "
            f"{100 * LEVEL:.0f} % interval (n/a: the method predicts no loss).  The same "
            "functions as `lensllm bench --suite` and `bench --calibration`.", ""]
@@ -283,6 +289,7 @@ def read_runs(folder: Path, task: str, notes: list[str]) -> tuple[dict[str, list
     data = json.loads(path.read_text("utf-8"))
     runs: dict[str, list[Run]] = {}
     missing: list[str] = []
+    _step_cap_note(task, data.get("runs") or {}, notes)
     for model, per_size in (data.get("runs") or {}).items():
         for size_text, entry in sorted(per_size.items(), key=lambda kv: int(kv[0])):
             size = int(size_text)
@@ -318,9 +325,42 @@ def read_runs(folder: Path, task: str, notes: list[str]) -> tuple[dict[str, list
     return runs, pretrained
 
 
+def _step_cap_note(task: str, runs: dict[str, dict[str, Any]], notes: list[str]) -> None:
+    """Say so when several sizes of a candidate train for the same, largest number of
+    steps: a step cap, so those sizes differ in data seen at equal compute."""
+    capped = {}
+    for model, per_size in runs.items():
+        steps = {int(n): e.get("steps") for n, e in per_size.items()
+                 if int(n) > 0 and isinstance(e.get("steps"), int | float)}
+        if not steps:
+            continue
+        top = max(steps.values())
+        at_top = sorted(n for n, v in steps.items() if v == top)
+        if len(at_top) > 1:
+            capped[model] = (at_top[0], top)
+    if capped:
+        firsts = sorted({v for v in capped.values()})
+        notes.append(f"{task}: {len(capped)} of {len(runs)} candidates train for the same "
+                     "largest step count at several sizes (a step cap): "
+                     + "; ".join(f"sizes >= {n:,} all take {int(t)} steps" for n, t in firsts)
+                     + "; the losses there compare data at equal steps")
+
+
 def _complexity(run: Run, form: str) -> float | None:
     distance = run.hessian.get("distance")
     return complexity_term(distance, run.size, form) if distance else None
+
+
+def _measure(run: Run) -> float | None:
+    distance = run.hessian.get("distance")
+    return hessian_distance_measure(distance) if distance else None
+
+
+#: what 3b correlates with the gap, from one run
+GAP_TERMS = {"sum-sqrt": lambda r: _complexity(r, "sum-sqrt"),
+             "ju2022": lambda r: _complexity(r, "ju2022"),
+             "S": _measure,
+             "n^-1/2": lambda r: 1.0 / math.sqrt(r.size)}
 
 
 def _mean(values: list[float]) -> float | None:
@@ -386,37 +426,37 @@ def section_hessian(suite: Suite, scorable: list[CurveSet],
                            sum(r < 0 for r in finite)])
     out.append(markdown_table(["task", "layer", "candidates", "median ρ", "ρ < 0"],
                               layer_rows))
-    out += ["", "### 3b. Does the complexity term track the measured gap across sizes?", ""]
+    out += ["", "### 3b. Does the complexity term track the measured gap across sizes?", "",
+            "ρ across each candidate's runs between the gap and: the complexity term in "
+            "both forms, the distance measure S alone (the Hessian part), and n^-1/2 "
+            "alone (the sample size part: what a term would get from n without any "
+            "Hessian).", ""]
     rows, summary = [], []
     for cs in suite.curve_sets:
         runs, _ = data[cs.task]
-        per_task = {"sum-sqrt": [], "ju2022": []}
-        pooled: dict[str, tuple[list, list]] = {"sum-sqrt": ([], []), "ju2022": ([], [])}
+        per_task: dict[str, list[Correlation]] = {term: [] for term in GAP_TERMS}
+        pooled: dict[str, tuple[list, list]] = {term: ([], []) for term in GAP_TERMS}
         for model in cs.models:
             mine = runs.get(model, [])
             gaps = [r.hessian.get("gap") for r in mine]
             cells = []
-            for form in ("sum-sqrt", "ju2022"):
-                terms = [_complexity(r, form) for r in mine]
-                c = spearman(terms, gaps)
-                per_task[form].append(c)
-                pooled[form][0].extend(terms)
-                pooled[form][1].extend(gaps)
+            for term, value in GAP_TERMS.items():
+                values = [value(r) for r in mine]
+                c = spearman(values, gaps)
+                per_task[term].append(c)
+                pooled[term][0].extend(values)
+                pooled[term][1].extend(gaps)
                 cells.append(corr(c, len(mine)))
             rows.append([cs.task, model, len(mine), *cells])
-        line = [cs.task, len(cs.models)]
-        for form in ("sum-sqrt", "ju2022"):
-            finite = [c.rho for c in per_task[form] if not math.isnan(c.rho)]
-            line += [num(float(np.median(finite)) if finite else None, 2),
-                     f"{sum(r > 0 for r in finite)} / {len(finite)}",
-                     corr(spearman(*pooled[form]))]
-        summary.append(line)
-    out += [markdown_table(["task", "model", "runs", "ρ(sum-sqrt, gap)", "ρ(ju2022, gap)"],
+        for term in GAP_TERMS:
+            finite = [c.rho for c in per_task[term] if not math.isnan(c.rho)]
+            summary.append([cs.task, term, num(float(np.median(finite)) if finite else None, 2),
+                            f"{sum(r > 0 for r in finite)} / {len(finite)}",
+                            corr(spearman(*pooled[term]))])
+    out += [markdown_table(["task", "model", "runs", *(f"ρ({t}, gap)" for t in GAP_TERMS)],
                            rows), "", "Per task (median of the candidates' ρ, how many are "
             "positive, and ρ over all the task's runs pooled):", "",
-            markdown_table(["task", "candidates", "median ρ sum-sqrt", "ρ > 0",
-                            "pooled sum-sqrt", "median ρ ju2022", "ρ > 0", "pooled ju2022"],
-                           summary)]
+            markdown_table(["task", "term", "median ρ", "ρ > 0", "pooled ρ"], summary)]
     out += ["", "### 3c. Does it help selection?", "",
             "Scores (lower ranks first): the pretrained total trace (the same at every "
             "ratio) and the `sum-sqrt` complexity term of the largest run at or under the "

@@ -105,7 +105,11 @@ def test_hessian_section_reads_the_runs_and_reports_what_is_odd(report):
     assert ("- pairs: 1 run(s) with a negative layer distance (counted as zero in the "
             "complexity term): m2@128 (1 layer(s))") in notes
     gap = _section(hessian, "### 3b.")
-    assert _row(gap, "prose", "5")[3] == "5 / 5"
+    assert _row(gap, "prose", "sum-sqrt")[3] == "5 / 5"
+    # the synthetic distances grow with n while the gap falls: S alone anticorrelates
+    assert _row(gap, "prose", "S")[3] == "0 / 5"
+    assert _row(gap, "prose", "m0", "9")[3:] == [
+        "+1.00 (p 0)", "+1.00 (p 0)", "-1.00 (p 0)", "+1.00 (p 0)"]
     select = _section(hessian, "### 3c.")
     assert len(re.findall(r"^\| (prose|pairs) \| 1/\d+ \|", select, re.M)) == 8
     assert _row(select, "mean") and _row(select, "worst")
@@ -135,13 +139,26 @@ def test_a_partial_task_is_studied_with_what_it_has(zoo_study, tmp_path):
     data = json.loads(path.read_text())
     data["curves"][3]["points"] = data["curves"][3]["points"][:-1]
     del data["curves"][4]["ntk"]
+    for curve in data["curves"][:4]:
+        curve["ntk"]["steps"] = 6.0
     path.write_text(json.dumps(data))
+    runs_path = folder / "prose.runs.json"
+    runs = json.loads(runs_path.read_text())
+    for per_size in runs["runs"].values():
+        per_size["4096"]["steps"] = per_size["2048"]["steps"]  # both at the step cap
+    runs_path.write_text(json.dumps(runs))
     text = zoo_study.study(str(folder), ["prose"])
     assert "not computed" not in text
     notes = _section(text, "## Data notes")
     assert "- prose: no loss at the target 4,096 for m3: left out of the selection scores" \
         in notes
     assert "- prose: m4: no NTK spectrum in the curve file" in notes
+    assert ("- prose: the measured t is 6 steps for every candidate (the run at the "
+            "smallest size): F(η, t) differs between candidates only by the spectrum and "
+            "η") in notes
+    assert ("- prose: 5 of 5 candidates train for the same largest step count at several "
+            "sizes (a step cap): sizes >= 2,048 all take 256 steps; the losses there "
+            "compare data at equal steps") in notes
     assert _row(_section(text, "## 1."), "prose", "5")[7] == "0 of 5 / 0 of 4 / 3 of 4"
     assert _row(_section(text, "**Summary over task x ratio cells**"), "ats", "4")
     assert _row(_section(text, "### 3c."), "prose", "1/8")[4] == "4"
