@@ -139,7 +139,10 @@ def section_ntk(suite: Suite, notes: list[str]
            "F at the t fitted to the full curve.  Knee: the first measured size whose "
            "local log-log slope (least squares over the 3 sizes centred on it) is at "
            "least half the curve's steepest local slope; none when no local slope "
-           "falls.  Bounds: fits with a parameter on a bound of the fitting box.", ""]
+           "falls.  Bounds: fits with a parameter on a bound of the fitting box.  F(fit-t) "
+           "is fitted to the same curve as D_l: agreement there says the spectrum can "
+           "reach the rectified law's D_l, not that it predicts it; F(η, t) is the "
+           "prediction.", ""]
     groups = [(cs.task, [s for s in shapes if s.task == cs.task]) for cs in suite.curve_sets]
     for task, members in groups:
         steps = {s.t_measured for s in members if s.t_measured is not None}
