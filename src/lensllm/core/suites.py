@@ -36,6 +36,8 @@ class Suite:
     target: int
     #: task -> mean tokens of a training example (the FLOPs accounting of --adaptive)
     tokens_per_example: dict[str, float]
+    #: the folder the suite was read from (None: the bundled lin2024 table)
+    folder: Path | None = None
 
 
 def _zoo_folder() -> Path:
@@ -76,4 +78,4 @@ def load_suite(name: str = DEFAULT_SUITE, tasks: Sequence[str] | None = None) ->
                      if runs.is_file() else {})
         if per_model:  # one tokenizer for every zoo candidate: the figures agree
             tokens[task] = sum(per_model.values()) / len(per_model)
-    return Suite(name, curve_sets, tuple(int(b) for b in budgets), target, tokens)
+    return Suite(name, curve_sets, tuple(int(b) for b in budgets), target, tokens, folder)

@@ -92,6 +92,23 @@ def theta_names(law: Law) -> tuple[str, ...]:
     return ("log_b", "log_e", *law.shape_names)
 
 
+def params_at_bounds(fit: FitResult, rtol: float = 1e-4) -> tuple[str, ...]:
+    """The internal parameters of ``fit`` that sit on a bound of the box the engine fits
+    in (within ``rtol`` of the bound's span): a value there was stopped by the box, not
+    chosen by the data.  E's upper bound is the curve's largest loss, as in the fit."""
+    used = fit.weights > 0
+    lo = [LOG_B_BOUNDS[0], math.log(E_FLOOR)] + [b[0] for b in fit.law.shape_bounds()]
+    hi = [LOG_B_BOUNDS[1], math.log(float(fit.losses[used].max()))]
+    hi += [b[1] for b in fit.law.shape_bounds()]
+    names = theta_names(fit.law)
+    out = []
+    for name, value, low, high in zip(names, fit.theta, lo, hi, strict=True):
+        tol = rtol * (high - low)
+        if value <= low + tol or value >= high - tol:
+            out.append(name)
+    return tuple(out)
+
+
 def robust_rho(z: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ρ(z), ρ'(z), ρ''(z) of scipy's robust losses, z = (r / f_scale)²."""
     if name == "linear":
