@@ -14,7 +14,6 @@ Usage: python benchmarks/loto_lensllm.py [--suite lin2024] [--markdown]
 from __future__ import annotations
 
 import argparse
-import sys
 
 from lensllm.core.suites import load_suite
 from lensllm.core.tuning import leave_one_task_out_settings
@@ -27,10 +26,10 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true", help="Markdown tables")
     args = parser.parse_args()
     suite = load_suite(args.suite)
-    rows = leave_one_task_out_settings(
+    leave_one_task_out_settings(
         suite.curve_sets, suite.target, suite.budgets, suite.tokens_per_example,
-        progress=lambda label: sys.stderr.write(f"leave-one-task-out: {label}\n"))
-    print(loto_table(rows, markdown=args.markdown))
+        on_setting=lambda rows: print(loto_table(rows, markdown=args.markdown) + "\n",
+                                      flush=True))
 
 
 if __name__ == "__main__":

@@ -237,13 +237,13 @@ def _robustness(curve_sets, target, methods, tokens, shares, fmt,
     if tokens is not None:
         rows = adaptive_protocol([v for v in variants if v.name in ("in-sample", "noise 2 %")],
                                  tokens, shares)
-    held_out = []
-    if loto_budgets is not None:
-        from lensllm.core.tuning import leave_one_task_out_settings
-
-        held_out = leave_one_task_out_settings(curve_sets, target, loto_budgets, tokens,
-                                               variants)
     if fmt == "json":
+        held_out = []
+        if loto_budgets is not None:
+            from lensllm.core.tuning import leave_one_task_out_settings
+
+            held_out = leave_one_task_out_settings(curve_sets, target, loto_budgets, tokens,
+                                                   variants)
         _echo(json.dumps({**report.to_dict(), "adaptive": [r.to_dict() for r in rows],
                           **({"loto": [h.to_dict() for h in held_out]}
                              if loto_budgets is not None else {})}, indent=1))
@@ -254,8 +254,15 @@ def _robustness(curve_sets, target, methods, tokens, shares, fmt,
               "ratio using at least the FLOPs the search used; lowest@s: train everyone at "
               "the largest size s the budget allows, pick the lowest)")
         _echo(adaptive_sweep_table(rows))
-    if held_out:
-        _echo("\n" + loto_table(held_out))
+    if loto_budgets is not None:
+        from lensllm.core.tuning import leave_one_task_out_settings
+
+        # each setting's table as soon as it is done: the whole check takes minutes
+        def show(block) -> None:
+            _echo("\n" + loto_table(block))
+            sys.stdout.flush()
+        leave_one_task_out_settings(curve_sets, target, loto_budgets, tokens, variants,
+                                    on_setting=show)
 
 
 @app.command("evaluate")

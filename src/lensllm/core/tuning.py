@@ -370,19 +370,21 @@ def leave_one_task_out_settings(
         tasks: Sequence[CurveSet], target: int, budgets: Sequence[int],
         tokens_per_example: Mapping[str, float] | None = None,
         variants: Sequence[Variant] | None = None,
-        progress: Callable[[str], None] | None = None) -> list[HeldOutSetting]:
+        on_setting: Callable[[list[HeldOutSetting]], None] | None = None
+        ) -> list[HeldOutSetting]:
     """Leave-one-task-out of every tuned setting (the adaptive one only when every task
-    has its tokens per example)."""
+    has its tokens per example).  ``on_setting`` gets each setting's rows as soon as
+    they are done (the whole check takes minutes; a caller can print as it goes)."""
     _check_tasks(tasks)
-    out = []
-    steps: list[tuple[str, Callable[[], list[HeldOutSetting]]]] = [
-        ("evidence prior and recency", lambda: loto_lensllm(tasks, target, budgets, variants)),
-        ("interval gamma", lambda: loto_gamma(tasks, target, budgets))]
+    steps: list[Callable[[], list[HeldOutSetting]]] = [
+        lambda: loto_lensllm(tasks, target, budgets, variants),
+        lambda: loto_gamma(tasks, target, budgets)]
     if tokens_per_example is not None and all(t.task in tokens_per_example for t in tasks):
-        steps.append(("adaptive p_keep",
-                      lambda: loto_p_keep(tasks, target, tokens_per_example)))
-    for label, step in steps:
-        if progress is not None:
-            progress(label)
-        out.extend(step())
+        steps.append(lambda: loto_p_keep(tasks, target, tokens_per_example))
+    out = []
+    for step in steps:
+        rows = step()
+        if on_setting is not None:
+            on_setting(rows)
+        out.extend(rows)
     return out
