@@ -116,7 +116,7 @@ def test_loto_gamma_scores_each_task_under_the_value_chosen_on_the_others(tmp_pa
     assert [r.task for r in rows] == ["prose", "pairs"]
     for r in rows:
         assert r.setting == "interval gamma"
-        assert 0.0 <= r.metrics["worst cell"] <= r.metrics["coverage"] <= 100.0
+        assert 0.0 <= r.metrics["min cell"] <= r.metrics["coverage"] <= 100.0
         assert r.worst.startswith("coverage ")
     with pytest.raises(InputError, match="leave-one-task-out needs at least two tasks"):
         loto_gamma(suite.curve_sets[:1], suite.target, suite.budgets)

@@ -343,7 +343,7 @@ def loto_gamma(tasks: Sequence[CurveSet], target: int, budgets: Sequence[int],
         out.append(HeldOutSetting(
             "interval gamma", held, f"{gamma:g}", f"{full:g}",
             {"coverage": float(np.mean(list(cells.values()))),
-             "worst cell": cells[worst]},
+             "min cell": cells[worst]},
             f"coverage {cells[worst]:.1f} ({ratio_label(worst, target)})"))
     return out
 
