@@ -36,83 +36,24 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from lensllm.core.benchmark import TASKS, load_benchmark, ratio_label
-from lensllm.core.curves import CurveSet
-from lensllm.core.evaluation import pearcorr, relacc
-from lensllm.core.selectors import AtS
 from lensllm.core.selectors.pooled import PooledSettings, pooled_lensllm_predict
+from lensllm.core.tuning import RECENCY_CANDIDATES, Cells, choose_recency, run_cells
 
-SCALES = (0.5, 0.7071, 1.0, 1.4142, 2.0)
-#: candidate settings in tie-break order (earlier wins a tie)
-CANDIDATES: dict[str, PooledSettings] = {
-    "avg": PooledSettings(recency=SCALES),
-    **{f"{s:g}": PooledSettings(recency=s) for s in reversed(SCALES)},
-}
+CANDIDATES = RECENCY_CANDIDATES
 TARGET = 1_638_400
 SIZES = [200 * 2**k for k in range(14)]
+run = run_cells
+choose = choose_recency
 
 
 def budgets_for(target: int, ratios: Sequence[int] = (8, 16, 32, 64, 128, 256, 512)
                 ) -> list[int]:
     """Budgets target/ratio that are measured sizes (the smallest kept has >= 3 sizes)."""
     return [target // r for r in ratios if target // r in SIZES and target // r >= 800]
-
-
-@dataclass
-class Cells:
-    """PearCorr and RelAcc per task, one entry per budget (budgets in the same order)."""
-
-    budgets: list[int]
-    pear: dict[str, list[float]]
-    rel: dict[str, list[float]]
-    #: mean weight of the transition sub-model per cell (pooled predictor only)
-    weight: dict[str, list[float]] | None = None
-
-    def mean(self, tasks: Sequence[str] | None = None) -> tuple[float, float]:
-        tasks = list(tasks or self.pear)
-        return (float(np.mean([v for t in tasks for v in self.pear[t]])),
-                float(np.mean([v for t in tasks for v in self.rel[t]])))
-
-
-def run(method: PooledSettings | str, curves: dict[str, CurveSet], target: int,
-        budgets: Sequence[int]) -> Cells:
-    """One method on every (task, budget) cell; method is settings or ``"ats"``."""
-    requests = [(curves[t].within(b), b, target) for t in curves for b in budgets]
-    weights: list[float] | None = None
-    if method == "ats":
-        predicted = [s.predicted for s in AtS().select_many(requests)]
-    else:
-        fits = pooled_lensllm_predict(requests, method)
-        predicted = [p.predicted for p in fits]
-        weights = [float(p.weight.mean()) for p in fits]
-    pear: dict[str, list[float]] = {t: [] for t in curves}
-    rel: dict[str, list[float]] = {t: [] for t in curves}
-    weight: dict[str, list[float]] = {t: [] for t in curves}
-    for k, ((seen, _, _), p) in enumerate(zip(requests, predicted, strict=True)):
-        truth = np.array([curves[seen.task][m].loss_at(target) for m in seen.models])
-        pear[seen.task].append(pearcorr(p, truth))
-        rel[seen.task].append(relacc(float(truth[int(np.argmin(p))]), truth))
-        if weights is not None:
-            weight[seen.task].append(weights[k])
-    return Cells(list(budgets), pear, rel, weight if weights is not None else None)
-
-
-def choose(results: dict[str, Cells], train: Sequence[str], margin: float = 0.0) -> str:
-    """The rule: largest mean PearCorr + mean RelAcc on the training tasks.
-
-    With ``margin`` > 0 (the post-hoc variant, see main): "avg" unless a single scale
-    beats it by more than ``margin`` points."""
-    best, best_score = None, -np.inf
-    for name, cells in results.items():       # dict order = tie-break order
-        score = sum(cells.mean(train)) - (margin if name != "avg" else 0.0)
-        if score > best_score + 1e-9:
-            best, best_score = name, score
-    assert best is not None
-    return best
 
 
 def print_table(title: str, rows: dict[str, tuple[Cells, str]], ref: Cells,

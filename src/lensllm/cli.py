@@ -107,9 +107,14 @@ def _print_evaluation(evaluation, fmt: str, plots: Path | None) -> None:
 @click.option("--robustness", is_flag=True,
               help="Instead: the robustness protocol (model subsets, noise, other "
                    "targets; the adaptive search over a fine budget sweep).")
+@click.option("--loto", is_flag=True,
+              help="With --robustness: also leave-one-task-out of every tuned setting "
+                   "(evidence prior and recency, interval gamma, adaptive p_keep), each "
+                   "chosen by its rule on the other tasks (slow: several minutes).")
 @flops_budgets_option
 def bench(suite: str, tasks: str | None, methods: str | None, fmt: str, plots: Path | None,
-          calibration: bool, adaptive: bool, robustness: bool, flops_budgets: str) -> None:
+          calibration: bool, adaptive: bool, robustness: bool, loto: bool,
+          flops_budgets: str) -> None:
     """Replay the papers' protocol on a suite of curves (default: the bundled benchmark)."""
     from lensllm.core.selectors import DEFAULT_METHODS, split_methods
     from lensllm.core.suites import load_suite
@@ -121,13 +126,18 @@ def bench(suite: str, tasks: str | None, methods: str | None, fmt: str, plots: P
             raise InputError("--tasks: give at least one task")
     if calibration + adaptive + robustness > 1:
         raise InputError("choose one of --calibration, --adaptive and --robustness")
+    if loto and not robustness:
+        raise InputError("--loto is part of the robustness protocol: add --robustness")
     loaded = load_suite(suite, names)
+    if loto and len(loaded.curve_sets) < 2:
+        raise InputError("--loto needs at least two tasks (each is scored under the "
+                         "settings chosen on the others)")
     curve_sets, budgets, target = loaded.curve_sets, loaded.budgets, loaded.target
     if robustness:
         tokens = loaded.tokens_per_example
         _robustness(curve_sets, target, split_methods(methods) if methods else None,
                     tokens if all(c.task in tokens for c in curve_sets) else None,
-                    _share_list(flops_budgets), fmt)
+                    _share_list(flops_budgets), fmt, budgets if loto else None)
     elif calibration:
         _bench_calibration(curve_sets, split_methods(methods) if methods else ["lensllm"],
                            budgets, target, fmt)
@@ -209,26 +219,35 @@ def _bench_adaptive(curve_sets, method, shares, budgets, target, fmt, plots,
         sys.stderr.write(f"wrote {path}\n")
 
 
-def _robustness(curve_sets, target, methods, tokens, shares, fmt) -> None:
-    """The robustness protocol; the adaptive part when every task has its tokens."""
+def _robustness(curve_sets, target, methods, tokens, shares, fmt,
+                loto_budgets=None) -> None:
+    """The robustness protocol; the adaptive part when every task has its tokens; with
+    ``loto_budgets``, leave-one-task-out of every tuned setting on those budgets."""
     from lensllm.core.robustness import (
         RobustnessSettings,
         adaptive_protocol,
         build_variants,
         robustness,
     )
-    from lensllm.report.bench import adaptive_sweep_table, robustness_table
+    from lensllm.report.bench import adaptive_sweep_table, loto_table, robustness_table
 
     settings = RobustnessSettings()
     report = robustness(curve_sets, target, methods or ("ats", "lensllm"), settings)
+    variants = build_variants(curve_sets, target, settings)
     rows = []
     if tokens is not None:
-        variants = [v for v in build_variants(curve_sets, target, settings)
-                    if v.name in ("in-sample", "noise 2 %")]
-        rows = adaptive_protocol(variants, tokens, shares)
+        rows = adaptive_protocol([v for v in variants if v.name in ("in-sample", "noise 2 %")],
+                                 tokens, shares)
     if fmt == "json":
-        _echo(json.dumps({**report.to_dict(), "adaptive": [r.to_dict() for r in rows]},
-                         indent=1))
+        held_out = []
+        if loto_budgets is not None:
+            from lensllm.core.tuning import leave_one_task_out_settings
+
+            held_out = leave_one_task_out_settings(curve_sets, target, loto_budgets, tokens,
+                                                   variants)
+        _echo(json.dumps({**report.to_dict(), "adaptive": [r.to_dict() for r in rows],
+                          **({"loto": [h.to_dict() for h in held_out]}
+                             if loto_budgets is not None else {})}, indent=1))
         return
     _echo(robustness_table(report))
     if rows:
@@ -236,6 +255,15 @@ def _robustness(curve_sets, target, methods, tokens, shares, fmt) -> None:
               "ratio using at least the FLOPs the search used; lowest@s: train everyone at "
               "the largest size s the budget allows, pick the lowest)")
         _echo(adaptive_sweep_table(rows))
+    if loto_budgets is not None:
+        from lensllm.core.tuning import leave_one_task_out_settings
+
+        # each setting's table as soon as it is done: the whole check takes minutes
+        def show(block) -> None:
+            _echo("\n" + loto_table(block))
+            sys.stdout.flush()
+        leave_one_task_out_settings(curve_sets, target, loto_budgets, tokens, variants,
+                                    on_setting=show)
 
 
 @app.command("evaluate")

@@ -11,7 +11,9 @@ horizon ``H = log2(target / budget)`` is
 
 (split-conformal; when that rank exceeds n the largest score is used rather than an
 infinite interval).  ``gamma`` (how fast errors grow with the horizon) is the one
-tuned setting, chosen by the rule in ``benchmarks/tune_intervals.py``.
+tuned setting, chosen by the rule in :mod:`lensllm.core.tuning` (tables:
+``benchmarks/tune_intervals.py``, which also scores other calibrations of the same
+back-tests; none met the coverage goals held out, so this one stays).
 
 P(best) needs only errors *relative to the other candidates* (a shift shared by all
 does not change the order): scores of ``e - median(e)`` give ``q_rel``, and P(best) is
@@ -35,7 +37,7 @@ from lensllm.core.curves import CurveSet
 #: a predictor: many (curves, budget, target) -> predicted losses, one array each
 Predictor = Callable[[list[tuple[CurveSet, int, int]]], list[np.ndarray]]
 
-#: chosen by the rule in benchmarks/tune_intervals.py (smallest gamma whose 90 %
+#: chosen by the rule in lensllm.core.tuning.choose_gamma (smallest gamma whose 90 %
 #: intervals cover >= 75 % in every training cell)
 DEFAULT_GAMMA = 1.65
 #: longest back-test horizon, in doublings

@@ -16,9 +16,10 @@ from lensllm.core.evaluation import Cell, Evaluation
 from lensllm.core.robustness import AdaptiveRow, RobustnessReport
 from lensllm.core.selectors import Selection
 from lensllm.core.selectors.lawfit import fit_points
+from lensllm.core.tuning import HeldOutSetting
 from lensllm.errors import InputError
 from lensllm.report.decision import decide
-from lensllm.report.tables import fmt, text_table
+from lensllm.report.tables import fmt, markdown_table, text_table
 
 METRICS = (("pearcorr", "PearCorr"), ("relacc", "RelAcc"))
 
@@ -296,3 +297,21 @@ def adaptive_sweep_table(rows: Sequence[AdaptiveRow]) -> str:
                      f"{r.relacc:6.1f} {r.worst_task:>11s} {r.worst_relacc:6.1f} | "
                      f"{r.ats_relacc:12.1f} {100 * r.ats_flops:6.2f}% {r.lowest_relacc:8.1f}")
     return "\n".join(lines)
+
+
+def loto_table(rows: Sequence[HeldOutSetting], markdown: bool = False) -> str:
+    """Leave-one-task-out of the tuned settings: one block per setting, one row per
+    held-out task (its value chosen on the other tasks), and the mean over them."""
+    blocks = []
+    for setting in dict.fromkeys(r.setting for r in rows):
+        mine = [r for r in rows if r.setting == setting]
+        keys = list(mine[0].metrics)
+        body: list[list[Any]] = [[r.task, r.chosen, *[r.metrics[k] for k in keys], r.worst]
+                                 for r in mine]
+        body.append(["mean", "", *[float(np.nanmean([r.metrics[k] for r in mine]))
+                                   for k in keys], ""])
+        headers = ["held out", "chosen without it", *keys, "worst cell"]
+        title = f"leave-one-task-out: {setting} (in-sample choice {mine[0].in_sample})"
+        blocks.append(f"{title}\n\n{markdown_table(headers, body)}" if markdown
+                      else text_table(headers, body, title=title))
+    return "\n\n".join(blocks)
