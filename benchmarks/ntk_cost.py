@@ -131,12 +131,10 @@ def run_vmap(job: dict) -> dict:
     return {"total_s": best, "peak_mb": (peak - baseline) / MB}
 
 
-def spawn(job: dict, script: str = __file__) -> dict:
-    """Run one job in a fresh interpreter (``script --worker JOB``, the job as JSON);
-    returns the last JSON line it prints (or the error).  Shared with
-    ntk_probe_ablation.py, whose workers run the same way."""
+def spawn(job: dict) -> dict:
+    """Run one job in a fresh interpreter; returns its JSON result (or the error)."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
-    proc = subprocess.run([sys.executable, script, "--worker", json.dumps(job)],
+    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)],
                           capture_output=True, text=True, env=env, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:

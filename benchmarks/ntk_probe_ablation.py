@@ -20,15 +20,17 @@ Per setting and task it reports the Spearman correlation across candidates of F 
 * the suite's exported F (the default setting's ranking), plus a check that the
   default setting reproduces the exported F.
 
-Cost: each measurement runs in a fresh Python process (one torch thread unless
---threads says otherwise, as the suite's NTK jobs run), timed around the
-``measure_ntk`` call only (gradients, kernel, eigendecomposition; loading the model and
-tokenising the probe are not counted).  CPU seconds are the process's CPU time
-(``time.process_time``), comparable on a busy machine; wall seconds are inflated by
-whatever else runs.  Memory is the process's peak RSS (``ru_maxrss``) at the end, and
-the rise of that peak during the measurement over its value with the model and probe
-loaded (so it counts the measurement's activations, gradient rows and kernel, and not
-memory the load itself peaked at).
+Cost: each measurement runs in its own child process, forked from this one after
+torch and transformers are imported (so a measurement does not pay the imports again,
+and its peak memory is its own: a forked child's ``ru_maxrss`` starts from its own
+RSS), with one torch thread unless --threads says otherwise, as the suite's NTK jobs
+run.  It is timed around the ``measure_ntk`` call only (gradients, kernel,
+eigendecomposition; loading the model and tokenising the probe are not counted).  CPU
+seconds are the child's CPU time (``time.process_time``), comparable on a busy machine;
+wall seconds are inflated by whatever else runs.  Memory is the child's peak RSS
+(``ru_maxrss``) at the end, and the rise of that peak during the measurement over its
+value with the model and probe loaded (so it counts the measurement's activations,
+gradient rows and kernel, and not memory the load itself peaked at).
 
     python benchmarks/ntk_probe_ablation.py                       # the package's zoo suite
     python benchmarks/ntk_probe_ablation.py --suite /work/build/export --tasks foldoc
@@ -43,7 +45,9 @@ a sparse (CountSketch) random projection of the gradient rows to DIM columns.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import multiprocessing
 import os
 import sys
 import time
@@ -60,8 +64,7 @@ from lensllm.core.laws import ntk_term
 from lensllm.core.selectors.lawfit import RectifiedFit
 from lensllm.core.suites import _zoo_folder, load_suite
 from lensllm.errors import InputError
-from lensllm.fileio import atomic_write_text
-from ntk_cost import spawn
+from lensllm.fileio import atomic_write_text, canonical_json
 
 PARAM_SUBSETS = ("last", "all", "lora")
 PROBE_SIZES = (16, 32, 64)
@@ -111,7 +114,7 @@ def one_factor_settings(default: Setting, projection_dim: int) -> list[Setting]:
 
 
 def measure(job: dict[str, Any]) -> dict[str, Any]:
-    """One eNTK measurement and its cost (run inside a fresh worker process)."""
+    """One eNTK measurement and its cost (:func:`isolated` runs it in a child process)."""
     import resource
 
     import torch
@@ -138,6 +141,39 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
             "n_params": measured.n_params, "feature_dim": measured.feature_dim,
             "cpu_s": cpu, "wall_s": wall, "peak_mb": after * 1024 / MB,
             "rise_mb": (after - before) * 1024 / MB}
+
+
+def _child(job: dict[str, Any], channel: Any) -> None:
+    try:
+        result = measure(job)
+    except Exception as error:  # reported as this measurement's error, the rest go on
+        result = {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"}
+    channel.send(result)
+    channel.close()
+
+
+def isolated(job: dict[str, Any]) -> dict[str, Any]:
+    """:func:`measure` in a forked child process; its result, or ``{"error": ...}``."""
+    # Imported once here and shared by every forked child (peft only where installed:
+    # the lora setting needs it, the others do not).
+    import transformers  # noqa: F401
+
+    import lensllm.hf.ntk  # noqa: F401
+    with contextlib.suppress(ImportError):
+        import peft  # noqa: F401
+
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_child, args=(job, send))
+    child.start()
+    send.close()
+    try:
+        result = receive.recv()
+    except EOFError:
+        result = None
+    child.join()
+    return result if result is not None else {
+        "error": f"the measurement process died (exit code {child.exitcode})"}
 
 
 # --------------------------------------------------------------------------- inputs
@@ -341,6 +377,19 @@ def effect_table(stats: list[dict[str, Any]]) -> str:
 # --------------------------------------------------------------------------- main
 
 
+def _earlier(path: Path | None) -> dict[str, dict[str, Any]]:
+    """Measurements of an earlier --json file by their job (canonical JSON); errors are
+    measured again."""
+    if path is None:
+        return {}
+    try:
+        rows = json.loads(path.read_text("utf-8"))["measurements"]
+        return {canonical_json(r["job"]): r for r in rows if "error" not in r}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise InputError(f"--reuse {path}: not a results file of this script ({error})"
+                         ) from None
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Measure every (task, candidate, setting) and return the raw results."""
     meta, tasks, paths = resolve_inputs(args)
@@ -352,6 +401,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     training = meta.get("training", {})
     threads = args.threads or int(training.get("num_threads") or 1)
     seed = int(meta["seed"]) if args.seed is None else args.seed
+    earlier = _earlier(args.reuse)
+    header = {"suite": str(args.suite), "seed": seed, "threads": threads,
+              "default": default.label, "settings": [s.label for s in settings]}
     rows = []
     for task in tasks:
         for curve in task.curves:
@@ -361,24 +413,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                        "probe": setting.probe, "projection_dim": setting.projection_dim,
                        "seed": seed, "threads": threads,
                        "max_length": int(training.get("max_length", 128))}
-                result = spawn(job, script=__file__)
-                row = {"task": task.name, "model": curve.model, "setting": setting.label}
+                reused = earlier.get(canonical_json(job))
+                result = reused or isolated(job)
+                row = {"task": task.name, "model": curve.model, "setting": setting.label,
+                       "job": job}
                 if "error" in result:
                     row["error"] = result["error"]
                 else:
                     row.update({k: result[k] for k in ("n_params", "feature_dim", "cpu_s",
-                                                       "wall_s", "peak_mb", "rise_mb")})
+                                                       "wall_s", "peak_mb", "rise_mb",
+                                                       "eigenvalues", "projections")})
+                    # F from the stored spectrum with this curve's η and t
                     row["F"] = f_measured(result["eigenvalues"], result["projections"], curve)
-                    row["eigenvalues"] = result["eigenvalues"]
-                    row["projections"] = result["projections"]
                 print(f"{task.name} {curve.model} {setting.label}: "
                       + (f"error: {row['error']}" if "error" in row
-                         else f"{row['cpu_s']:.1f} CPU s, F = {row['F']:.4g}"),
-                      file=sys.stderr, flush=True)
+                         else f"{row['cpu_s']:.1f} CPU s, F = {row['F']:.4g}")
+                      + (" (reused)" if reused else ""), file=sys.stderr, flush=True)
                 rows.append(row)
-    return {"suite": str(args.suite), "seed": seed, "threads": threads,
-            "default": default.label, "settings": [s.label for s in settings],
-            "tasks": tasks, "measurements": rows,
+                if args.json:  # as it goes, so an interrupted run can be reused
+                    atomic_write_text(args.json, json.dumps(
+                        {**header, "tasks": [t.name for t in tasks], "measurements": rows})
+                        + "\n")
+    return {**header, "tasks": tasks, "measurements": rows,
             "correlations": correlations(rows, tasks, settings)}
 
 
@@ -387,7 +443,7 @@ def report(result: dict[str, Any]) -> str:
     rows = result["measurements"]
     parts = [f"NTK probe ablation on suite {result['suite']} (default setting "
              f"{result['default']}; seed {result['seed']}, {result['threads']} torch "
-             f"thread(s) per measurement, one fresh process each)", "",
+             f"thread(s) per measurement, one forked process each)", "",
              "Cost of one measurement (measure_ntk only; CPU s = process time; memory = "
              "ru_maxrss):", "", cost_table(rows, settings), "",
              "CPU seconds by candidate (mean over tasks):", "",
@@ -430,12 +486,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="checkpoint of a candidate (default: from the zoo manifest)")
     parser.add_argument("--task-file", action="append", default=[], metavar="TASK=PATH",
                         help="task file (default: CACHE_DIR/tasks/<file in suite.json>)")
-    parser.add_argument("--json", type=Path, help="also write the raw results here")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--json", type=Path,
+                        help="also write the raw results here (rewritten after each "
+                        "measurement)")
+    parser.add_argument("--reuse", type=Path,
+                        help="an earlier --json file: measurements of the same job (task "
+                        "file, candidate, setting, seed, threads) are taken from it, F is "
+                        "recomputed from the stored spectrum")
     args = parser.parse_args(argv)
-    if args.worker:
-        print(json.dumps(measure(json.loads(args.worker))))
-        return
     started = time.perf_counter()
     try:
         result = run(args)

@@ -20,7 +20,7 @@ pytest.importorskip("peft")
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "ntk_probe_ablation.py"
-sys.path.insert(0, str(SCRIPT.parent))  # the script imports its sibling ntk_cost
+sys.path.insert(0, str(SCRIPT.parent))  # to import the script's functions
 
 import ntk_probe_ablation as ablation  # noqa: E402
 from lensllm.errors import InputError  # noqa: E402
@@ -106,18 +106,17 @@ def _run(command: list[str]) -> subprocess.CompletedProcess:
 
 
 def test_end_to_end_tables_and_reproduction(suite: dict[str, Any], tmp_path: Path) -> None:
-    # One setting (three worker processes) keeps this fast; the other settings' code
-    # paths are the same worker function, tested in-process below.
     out = tmp_path / "raw.json"
-    proc = _run(_command(suite, "--settings", "last/4", "--json", str(out)))
+    proc = _run(_command(suite, "--settings", "last/4,lora/4,all/4/k64", "--json", str(out)))
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout
-    assert "| last/4 | 3 |" in text  # the cost row: 3 runs
+    assert "| last/4 | 3 |" in text and "| all/4/k64 | 3 |" in text  # cost rows: 3 runs
     assert "ρ(F, D_l)" in text and "| suite export | tiny | 3 |" in text
     raw = json.loads(out.read_text("utf-8"))
-    assert raw["settings"] == ["last/4"] and raw["tasks"] == ["tiny"]
+    assert raw["settings"] == ["last/4", "lora/4", "all/4/k64"] and raw["tasks"] == ["tiny"]
     rows = raw["measurements"]
-    assert len(rows) == 3 and not any("error" in r for r in rows)
+    assert len(rows) == 9 and not any("error" in r for r in rows)
+    assert all(r["feature_dim"] == 64 for r in rows if r["setting"] == "all/4/k64")
     assert all(r["cpu_s"] > 0 and r["peak_mb"] > 0 and r["rise_mb"] >= 0 for r in rows)
     stats = {s["setting"]: s for s in raw["correlations"]}
     # The default setting reproduces the suite's F (same probe, same subset, no sketch).
@@ -131,6 +130,13 @@ def test_end_to_end_tables_and_reproduction(suite: dict[str, Any], tmp_path: Pat
     lam, proj = np.array(row["eigenvalues"]), np.array(row["projections"])
     assert row["F"] == pytest.approx(float(np.sum(np.exp(-2 * LEARNING_RATE * lam * STEPS)
                                                   * proj / PROBE)))
+    # --reuse takes every measurement from the earlier file: nothing is measured again.
+    again = tmp_path / "again.json"
+    proc = _run(_command(suite, "--settings", "last/4,lora/4,all/4/k64", "--json", str(again),
+                         "--reuse", str(out)))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("(reused)") == 9
+    assert json.loads(again.read_text("utf-8"))["measurements"] == rows
 
 
 def test_projected_all_parameters_in_process(suite: dict[str, Any]) -> None:
