@@ -319,6 +319,20 @@ def _table(header: Sequence[str], body: list[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def _span(values: np.ndarray) -> str:
+    """``"312,256-1,838,848"``, or one number when all are equal."""
+    low, high = int(values.min()), int(values.max())
+    return f"{low:,}" if low == high else f"{low:,}-{high:,}"
+
+
+def _critical_rho(n: int) -> float:
+    """|ρ| above which p < 0.05 (two-sided) for n pairs, t approximation."""
+    from scipy.stats import t as student
+
+    q = float(student.ppf(0.975, n - 2))
+    return q / np.sqrt(n - 2 + q * q)
+
+
 def cost_table(rows: list[dict[str, Any]], settings: list[Setting]) -> str:
     body = []
     for setting in settings:
@@ -329,9 +343,7 @@ def cost_table(rows: list[dict[str, Any]], settings: list[Setting]) -> str:
         pick = {k: np.array([r[k] for r in done], dtype=float)
                 for k in ("n_params", "feature_dim", "cpu_s", "wall_s", "peak_mb", "rise_mb")}
         body.append([
-            setting.label, str(len(done)),
-            f"{pick['n_params'].min() / 1e6:.2f}-{pick['n_params'].max() / 1e6:.2f} M",
-            f"{int(pick['feature_dim'].min()):,}-{int(pick['feature_dim'].max()):,}",
+            setting.label, str(len(done)), _span(pick["n_params"]), _span(pick["feature_dim"]),
             f"{np.median(pick['cpu_s']):.2f}", f"{pick['cpu_s'].max():.2f}",
             f"{np.median(pick['wall_s']):.2f}", f"{pick['peak_mb'].max():.0f}",
             f"{np.median(pick['rise_mb']):.0f} / {pick['rise_mb'].max():.0f}"])
@@ -451,6 +463,11 @@ def report(result: dict[str, Any]) -> str:
              "Spearman across candidates, per task (F in mode measured; D_l and knee "
              "D0 = D_l^(1/β) from the rectified law fitted to the full curve):", "",
              effect_table(result["correlations"])]
+    sizes = sorted({s["n"] for s in result["correlations"] if s["n"] >= 3})
+    if sizes:
+        parts += ["", "At " + ", ".join(f"n = {n}: |ρ| > {_critical_rho(n):.2f}"
+                                         for n in sizes)
+                  + " has p < 0.05 (two-sided, t approximation)."]
     skipped = [f"{t.name}/{m}: {why}" for t in result["tasks"] for m, why in t.skipped.items()]
     errors = [f"{r['task']}/{r['model']}/{r['setting']}: {r['error']}"
               for r in rows if "error" in r]
