@@ -20,6 +20,9 @@ Per setting and task it reports the Spearman correlation across candidates of F 
 * the suite's exported F (the default setting's ranking), plus a check that the
   default setting reproduces the exported F.
 
+Two rows need no kernel and say what F adds: the same correlations for the candidates'
+parameter counts and for their zero-shot losses.
+
 Cost: each measurement runs in its own child process, forked from this one after
 torch and transformers are imported (so a measurement does not pay the imports again,
 and its peak memory is its own: a forked child's ``ru_maxrss`` starts from its own
@@ -291,7 +294,12 @@ def correlations(rows: list[dict[str, Any]], tasks: list[TaskInputs],
                                             if r["task"] == task.name
                                             and r["setting"] == setting.label
                                             and "F" in r}))
-        for label, f in columns:
+        # Baselines that need no kernel: does F tell more than size or zero-shot loss?
+        baselines = [("baseline: params", {c.model: c.params for c in task.curves
+                                           if c.params is not None}),
+                     ("baseline: zero-shot loss", {c.model: c.zero_shot for c in task.curves
+                                                   if c.zero_shot is not None})]
+        for label, f in columns + baselines:
             models = [m for m in shapes if m in f]
             values = [f[m] for m in models]
             out.append({
@@ -301,7 +309,7 @@ def correlations(rows: list[dict[str, Any]], tasks: list[TaskInputs],
                 "rho_suite": spearman(values, [suite_f[m] for m in models]),
                 "max_rel_diff_suite": (max(abs(f[m] / suite_f[m] - 1) for m in models)
                                        if models and all(suite_f[m] > 0 for m in models)
-                                       else None)})
+                                       and (label, f) not in baselines else None)})
     return out
 
 

@@ -123,6 +123,9 @@ def test_end_to_end_tables_and_reproduction(suite: dict[str, Any], tmp_path: Pat
     assert stats["last/4"]["max_rel_diff_suite"] < 1e-9
     assert stats["last/4"]["rho_suite"] == pytest.approx(1.0)
     assert stats["suite export"]["rho_dl"] == stats["last/4"]["rho_dl"]
+    # the fixture's D_l grows a -> c, as does the zero-shot loss it implies (3/D_l + 1 falls)
+    assert stats["baseline: zero-shot loss"]["rho_dl"] == pytest.approx(-1.0)
+    assert stats["baseline: params"]["max_rel_diff_suite"] is None
     for s in stats.values():
         for key in ("rho_dl", "rho_knee"):
             assert s[key] is None or -1.0 <= s[key] <= 1.0
