@@ -6,6 +6,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -176,3 +177,28 @@ def test_cli_evaluates_the_variant_and_rejects_a_bad_scale(tmp_path):
     bad = lensllm(*common, "--methods", "lensllm[ntk_prior=-2]")
     assert bad.returncode == 2
     assert bad.stderr.strip() == "error: lensllm: ntk_prior must be a number >= 0, got -2"
+
+
+@pytest.mark.slow
+def test_tuning_script_prints_its_tables_and_one_decision(tmp_path):
+    # A suite folder as `lensllm suite build` lays it out, with two law-made tasks.
+    tasks = {}
+    for seed in (6, 7):
+        curves, _ = law_task(seed, n=8)
+        (tmp_path / f"{curves.task}.json").write_text(json.dumps(
+            {**curves.to_json(), "task": curves.task}))
+        tasks[curves.task] = {"kind": "causal-lm"}
+    (tmp_path / "suite.json").write_text(json.dumps(
+        {"target": TARGET, "budgets": [512, 256, 128, 64], "tasks": tasks}))
+    script = Path(__file__).parents[1] / "benchmarks" / "tune_ntk_prior.py"
+    done = subprocess.run([sys.executable, str(script), "--suite-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "every scale gives the default's cells exactly: True" in out
+    for heading in ("## Leave-one-task-out", "## Robustness protocol on the zoo suite"):
+        assert heading in out
+    # every held-out task x ratio: 3 lin2024 tasks x 7 ratios + 2 zoo tasks x 4 ratios
+    assert out.count("| lin2024/") == 21 and out.count("| zoo/law") == 8
+    decisions = [line for line in out.splitlines() if line.startswith("DECISION: ")]
+    assert len(decisions) == 1
