@@ -52,6 +52,7 @@ CASES: dict[str, dict[str, tuple]] = {
         "knee_grid": ("30", 30, "4", "lensllm: knee_grid must be a whole number >= 5, got 4"),
         "evidence_prior": ("3", 3.0, "-1", "lensllm: evidence_prior must be a number >= 0, "
                            "got -1"),
+        "ntk_prior": ("4", 4.0, "-0.5", "lensllm: ntk_prior must be a number >= 0, got -0.5"),
         "interval_gamma": GAMMA,
     },
 }

@@ -53,6 +53,16 @@ benchmark.  The defaults are the rule's choice on all three tasks (avg);
 ``benchmarks/tune_lensllm.py`` reruns the rule in-sample and leave-one-task-out and
 prints the robustness checks; the README reports how the defaults compare with AtS.
 
+**NTK prior (off by default).**  ``ntk_prior`` > 0 puts a prior on each candidate's
+knee from its measured NTK term: ``log D0_i ~ N(c + s log F_i, 1 / ntk_prior)`` with c
+and s >= 0 fitted per task and recency scale (why this form:
+:mod:`lensllm.core.selectors.ntkprior`).  β stays the data's choice; the knees and the
+line are then fitted together, and the evidence uses the data's SSE at those knees, so
+the prior can only lower the weight of (T).  It applies to the curves that carry a
+spectrum with a step count, when at least three usable curves do; otherwise, and at 0,
+the fit is exactly the one without it.  Rule for its value, and whether it is worth
+turning on at all: ``benchmarks/tune_ntk_prior.py``.
+
 Pure numpy, no random numbers: deterministic.  All curves and recency scales of a
 task are fitted in a few vectorised passes.
 """
@@ -68,6 +78,7 @@ import numpy as np
 from lensllm.core.curves import CurveSet
 from lensllm.core.selectors.ats import line_fit, power_phase_start
 from lensllm.core.selectors.base import INTERVAL_GAMMA, Selection, Selector
+from lensllm.core.selectors.ntkprior import MIN_CURVES, fit_line, log_ntk_terms
 from lensllm.core.selectors.settings import (
     declared_in,
     interval,
@@ -120,6 +131,12 @@ class PooledSettings:
         12.0, number(at_least=0),
         "prior log-odds for the power-phase sub-model: the transition sub-model gets half "
         "the weight only when its pooled log-evidence exceeds this")
+    #: 0 (the default) leaves the fit exactly as without NTK data; see ntkprior.py
+    ntk_prior: float = setting(
+        0.0, number(at_least=0),
+        "precision (1/SD^2, in ln examples^-2) of the prior putting each candidate's log "
+        "knee on a line in its measured log F(theta,t), offset and slope >= 0 fitted per "
+        "task (0: off; curves without an NTK spectrum get no prior)")
 
     def __post_init__(self) -> None:
         validate_dataclass(self, "pooled")
@@ -161,6 +178,9 @@ class PooledPrediction:
     noise_sd: float
     #: per model: the robust weight of each measured size (1 = not an outlier)
     robust_weights: list[np.ndarray] = field(repr=False)
+    #: the NTK prior's line per scale (R, 2): offset c and slope s of log D0 on log F;
+    #: None where the prior was off or not applicable (fewer than 3 curves with F)
+    ntk_line: np.ndarray | None = None
 
     def log_components(self, sizes: float | Sequence[float] | np.ndarray
                        ) -> tuple[np.ndarray, np.ndarray]:
@@ -314,14 +334,22 @@ class _TransitionFit:
         return self._finish((w * g).sum(-1), (w * g * g).sum(-1), (wy * g).sum(-1),
                             (slice(None), slice(None), None))
 
-    def best_knees(self, betas: np.ndarray, knees: np.ndarray, iters: int = 16
+    def best_knees(self, betas: np.ndarray, knees: np.ndarray, iters: int = 16,
+                   prior: tuple[np.ndarray, np.ndarray] | None = None
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For β values ``betas`` (G, B): every curve's log D0 minimising its SSE (the
         best knee-grid point, then golden section within one grid step of it), with its
-        SSE and a, each (G, n, B)."""
+        SSE and a, each (G, n, B).
+
+        ``prior`` (centre, weight), each (G, n): minimise ``SSE + weight (log D0 -
+        centre)^2`` instead (the NTK prior); the SSE returned is the data's alone.
+        """
         g = _basis(betas[:, :, None, None], knees[None, None, :, None],
                    self.x[None, None, None, :])                      # (G, B, K, M)
         sse = self.grid_sse(g)                                       # (G, n, B, K)
+        if prior is not None:
+            centre, strength = prior[0][:, :, None], prior[1][:, :, None]
+            sse = sse + strength[..., None] * (knees - centre[..., None]) ** 2
         j = np.argmin(sse, 3)
         centre = knees[j]
         s_ref = np.take_along_axis(sse, j[..., None], 3)[..., 0]
@@ -329,7 +357,8 @@ class _TransitionFit:
         xm = self.x[None, None, None, :]
 
         def at(x0: np.ndarray) -> np.ndarray:
-            return self.curve_sse(_basis(bb, x0[..., None], xm))[0]
+            data = self.curve_sse(_basis(bb, x0[..., None], xm))[0]
+            return data if prior is None else data + strength * (x0 - centre) ** 2
 
         step = knees[1] - knees[0]
         lo = np.maximum(centre - step, knees[0])
@@ -411,6 +440,32 @@ def _fit_transition(x: np.ndarray, y: np.ndarray, w: np.ndarray, settings: Poole
             np.take_along_axis(sse, take, 2)[..., 0], np.take_along_axis(a, take, 2)[..., 0])
 
 
+def _ntk_knees(task: _Task, w: np.ndarray, beta: np.ndarray, log_f: np.ndarray,
+               has: np.ndarray, strength: float, settings: PooledSettings
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The knees under the NTK prior (lensllm.core.selectors.ntkprior) at the shared β
+    the data chose: the line (c, s >= 0) minimising ``Σ_i SSE_i + strength Σ_{i in
+    has} (log D0_i - c - s log F_i)^2`` with the knees profiled out on a fine grid,
+    then each knee at its line (grid + golden section, as without the prior).
+    ``strength`` is the prior's precision times σ² (the SSE is in log-loss², the
+    evidence divides it by 2σ²).  Returns log D0, the data SSE and a, each (G, n), and
+    the line (G, 2)."""
+    lo, hi = settings.log_knee_bounds
+    fine = np.linspace(lo, hi, 4 * (settings.knee_grid - 1) + 1)
+    fit = _TransitionFit(task.x, task.y, w)
+    g = _basis(beta[:, None, None, None], fine[None, None, :, None],
+               task.x[None, None, None, :])                          # (G, 1, K, M)
+    sse = fit.grid_sse(g)[:, :, 0, :]                                 # (G, n, K)
+    centre_has, line = fit_line(sse[:, has], fine, log_f[has], strength)
+    centre = np.zeros(w.shape[:2])
+    centre[:, has] = centre_has
+    weight = np.broadcast_to(np.where(has, strength, 0.0), centre.shape)
+    knees = np.linspace(lo, hi, settings.knee_grid)
+    x0, sse_t, a = (v[..., 0] for v in fit.best_knees(beta[:, None], knees,
+                                                      prior=(centre, weight)))
+    return x0, sse_t, a, line
+
+
 # ----------------------------------------------------------------------------------
 # the power-phase sub-model
 
@@ -462,6 +517,13 @@ def _predict_one(curves: CurveSet, budget: int, target: int,
     slope, intercept = _power_phase(curves, settings.ats_k, settings.ats_delta)
 
     usable = task.counts >= settings.min_points
+    line = None
+    if settings.ntk_prior > 0:
+        log_f = log_ntk_terms(curves)
+        has = usable & np.isfinite(log_f)
+        if has.sum() >= MIN_CURVES:
+            x0, sse_t, a, line = _ntk_knees(task, w, beta, log_f, has,
+                                            settings.ntk_prior * noise_sd**2, settings)
     if usable.any():
         evidence = (sse_p[:, usable].sum(1) - sse_t[:, usable].sum(1)) / (2.0 * noise_sd**2)
     else:
@@ -476,7 +538,7 @@ def _predict_one(curves: CurveSet, budget: int, target: int,
         predicted=np.empty(0), recency=scales, beta=beta, log_b=a,
         log_knee=x0, power_slope=slope, power_intercept=intercept,
         weight=weight, evidence=evidence, noise_sd=float(noise_sd),
-        robust_weights=[robust[i, task.present[i]] for i in range(n)])
+        robust_weights=[robust[i, task.present[i]] for i in range(n)], ntk_line=line)
     object.__setattr__(result, "predicted", result.predict(float(target)))
     return result
 
