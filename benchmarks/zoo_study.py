@@ -232,7 +232,9 @@ def section_selection(suite: Suite, curve_sets: list[CurveSet]) -> str:
            f"Target {target:,}; budgets {', '.join(f'{b:,}' for b in budgets)} "
            f"({', '.join(ratio_label(b, target) for b in budgets)}).  PearCorr and RelAcc "
            "x100, MAPE % of the predicted target loss, coverage x100 of the "
-           f"{100 * LEVEL:.0f} % interval (n/a: the method predicts no loss).  The same "
+           f"{100 * LEVEL:.0f} % interval (n/a: the method predicts no loss; no back-test: "
+           "too few sizes under the budget; the summary averages the cells that have "
+           "one).  The same "
            "functions as `lensllm bench --suite` and `bench --calibration`.", ""]
     out += [f"- {note}" for note in skipped]
     for metric, label, digits in (("pearcorr", "PearCorr x100", 1),
@@ -244,7 +246,10 @@ def section_selection(suite: Suite, curve_sets: list[CurveSet]) -> str:
             row = rows.setdefault((task, ratio_label(budget, target)), {})
             for method in methods:
                 if metric == "coverage":
-                    row[method] = coverage.get((task, method, budget), "n/a")
+                    value = coverage.get((task, method, budget), "n/a")
+                    # None / NaN: too few sizes under the budget to back-test an interval
+                    row[method] = "no back-test" if value is None or (
+                        isinstance(value, float) and math.isnan(value)) else value
                 else:
                     row[method] = getattr(evaluation.get(task, method, budget), metric)
                     if row[method] is None:
@@ -257,7 +262,8 @@ def section_selection(suite: Suite, curve_sets: list[CurveSet]) -> str:
                     default=None)
         mapes = [c.mape for c in cells if c.mape is not None]
         covs = [coverage[(c.task, method, c.budget)] for c in cells
-                if (c.task, method, c.budget) in coverage]
+                if coverage.get((c.task, method, c.budget)) is not None
+                and math.isfinite(coverage[(c.task, method, c.budget)])]
         summary.append([
             method, len(cells), evaluation.mean(method, "pearcorr"),
             evaluation.mean(method, "relacc"),

@@ -402,3 +402,18 @@ def test_repeated_sizes_are_named_at_the_cli(tmp_path, capsys):
     assert capsys.readouterr().err == (
         "error: tiny.yaml: sizes [64, 8, 8] hold 2 different size(s) (8 repeated); give at "
         "least 3 different sizes (a law needs 3 points)\n")
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "demo-kjv.yaml", "micro.yaml"])
+def test_example_configs_parse(name: str) -> None:
+    from lensllm.run.config import load_config
+    from lensllm.zoo.recipes import zoo_recipe
+
+    config = load_config(Path(__file__).resolve().parents[1] / "examples" / name)
+    if config.zoo is not None and config.zoo.candidates is not None:
+        known = {spec.name for spec in zoo_recipe(config.zoo.size).candidates}
+        assert set(config.zoo.candidates) <= known
+    if name == "demo.yaml":
+        assert (config.zoo.size, len(config.zoo.candidates)) == ("hub", 6)
+        assert (config.budget, config.target, config.task.name) == (512, 4096,
+                                                                    "wordnet-gloss")

@@ -258,7 +258,7 @@ def test_micro_run_report_renders_in_headless_chromium(micro, tmp_path):
 
 @pytest.mark.slow
 def test_demo_run_report_renders_in_headless_chromium(tmp_path):
-    """``lensllm run examples/demo.yaml`` (builds the demo zoo into the checkout's
+    """``lensllm run examples/demo-kjv.yaml`` (builds the demo zoo into the checkout's
     .cache once, minutes; then an adaptive search of 4 candidates)."""
     import subprocess
     import sys
