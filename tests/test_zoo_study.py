@@ -76,7 +76,11 @@ def test_selection_section_is_what_bench_computes(report, capsys):
     headers = _row(coverage, "task", "ratio")
     for cell in calibration:
         row = _row(coverage, cell["task"], cell["ratio"])
-        assert float(row[headers.index("ats")]) == pytest.approx(cell["coverage"], abs=0.05)
+        if cell["coverage"] is None:  # too few sizes under the budget to back-test
+            assert row[headers.index("ats")] == "no back-test"
+        else:
+            assert float(row[headers.index("ats")]) == pytest.approx(cell["coverage"],
+                                                                     abs=0.05)
         assert row[headers.index("zeroshot")] == "n/a"  # predicts no loss
     # the curves carry no weight metrics: nlpmetrics is left out, and said so
     assert "- skipped nlpmetrics: prose: model 'm0' has no pl_alpha measurement" in selection
