@@ -9,6 +9,14 @@ from typing import Any
 
 import pytest
 
+try:  # property tests draw the same examples on every run: a failure reproduces
+    from hypothesis import settings as _hypothesis_settings
+
+    _hypothesis_settings.register_profile("lensllm", derandomize=True)
+    _hypothesis_settings.load_profile("lensllm")
+except ImportError:  # the dev extra is not installed
+    pass
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_BENCHMARK = ROOT.parent / "shared" / "benchmark"
 
