@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import itertools
 import math
+from functools import partial
 
 import numpy as np
 import pytest
 
+import synthetic_curves
 from lensllm.core.curves import Curve, CurveSet
 from lensllm.core.evaluation import relacc
 from lensllm.core.robustness import (
@@ -26,16 +28,7 @@ SIZES = 100 * 2 ** np.arange(12)
 TARGET = int(SIZES[-1])
 
 
-def power_task(n_models: int = 12, noise: float = 0.005, seed: int = 0,
-               task: str = "synthetic") -> CurveSet:
-    rng = np.random.default_rng(seed)
-    curves = []
-    for i in range(n_models):
-        b, beta = rng.uniform(3, 6), rng.uniform(0.05, 0.2)
-        losses = b * SIZES.astype(float) ** -beta * np.exp(noise * rng.standard_normal(12))
-        curves.append(Curve(f"m{i}", SIZES, losses, zero_shot=b * 1.2,
-                            params=float(10 ** rng.uniform(7, 9))))
-    return CurveSet(curves, task=task)
+power_task = partial(synthetic_curves.power_task, SIZES, n_models=12, noise=0.005)
 
 
 # ------------------------------------------------------------------ the protocol

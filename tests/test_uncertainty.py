@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 import pytest
 
 import lensllm
+import synthetic_curves
 from lensllm.core.curves import Curve, CurveSet
 from lensllm.core.evaluation import calibration
 from lensllm.core.search import (
@@ -30,15 +32,7 @@ from lensllm.errors import InputError
 SIZES = 100 * 2 ** np.arange(10)
 
 
-def power_task(n_models: int = 8, noise: float = 0.01, seed: int = 0) -> CurveSet:
-    rng = np.random.default_rng(seed)
-    curves = []
-    for i in range(n_models):
-        b, beta = rng.uniform(3, 6), rng.uniform(0.05, 0.2)
-        losses = b * SIZES.astype(float) ** -beta * np.exp(noise * rng.standard_normal(10))
-        curves.append(Curve(f"m{i}", SIZES, losses, zero_shot=b * 1.2,
-                            params=float(10 ** rng.uniform(7, 9))))
-    return CurveSet(curves, task="synthetic")
+power_task = partial(synthetic_curves.power_task, SIZES, n_models=8, noise=0.01)
 
 
 def test_probability_best_matches_monte_carlo():
