@@ -9,6 +9,8 @@ import struct
 import zlib
 from pathlib import Path
 
+from lensllm.zoo.recipes import CandidateSpec, ZooRecipe
+
 WORDS = ("the", "light", "of", "day", "and", "night", "upon", "water", "house", "garden",
          "letter", "morning", "friend", "walked", "spoke", "quietly", "through", "field")
 B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -140,3 +142,13 @@ def write_all(cache: Path, seed: int = 0, scale: int = 1) -> dict[str, object]:
     write_info(debian / "python3.11-doc", nodes)
     return {"books": books, "novels": novels, "gcide": gcide, "foldoc": foldoc,
             "synsets": synsets, "nodes": nodes}
+
+
+#: a two-candidate hub recipe over the fixture corpora: seconds to build
+NANO_HUB = ZooRecipe(
+    size="nano-hub", vocab_size=400, seq_len=32, batch_size=4, heldout_every=8,
+    heldout_blocks=4, corpus_chars=20_000,
+    candidates=(CandidateSpec(n_embd=16, n_layer=1, n_head=2, pretrain_steps=3,
+                              corpus=("web",)),
+                CandidateSpec(n_embd=24, n_layer=2, n_head=2, pretrain_steps=2,
+                              corpus=("austen", "gcide"))))

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("rdata")
 
-from hub_fixtures import write_all  # noqa: E402
+from hub_fixtures import NANO_HUB, write_all  # noqa: E402
 from lensllm.errors import InputError  # noqa: E402
 from lensllm.zoo import debian, hub  # noqa: E402
 from lensllm.zoo.build import CandidateSpec, ZooRecipe, build_zoo  # noqa: E402
@@ -134,21 +134,14 @@ def test_hub_recipe_follows_its_rule() -> None:
 
 def test_nano_hub_zoo_on_mixtures(cache) -> None:
     path, _ = cache
-    recipe = ZooRecipe(
-        size="nano-hub", vocab_size=400, seq_len=32, batch_size=4, heldout_every=8,
-        heldout_blocks=4, corpus_chars=20_000,
-        candidates=(CandidateSpec(n_embd=16, n_layer=1, n_head=2, pretrain_steps=3,
-                                  corpus=("web",)),
-                    CandidateSpec(n_embd=24, n_layer=2, n_head=2, pretrain_steps=2,
-                                  corpus=("austen", "gcide"))))
-    manifest = build_zoo(path, recipe, seed=0, workers=1)
+    manifest = build_zoo(path, NANO_HUB, seed=0, workers=1)
     assert [r.name for r in manifest.candidates] == ["d16-L1-pt3-web",
                                                      "d24-L2-pt2-austen+gcide"]
     assert set(manifest.corpus["corpora"]) == {"web", "austen", "gcide"}
     for record in manifest.candidates:
         assert record.params == gpt2_params(record.config["n_embd"], record.config["n_layer"],
                                             400, 32)
-    again = build_zoo(path, recipe, seed=0, workers=1)
+    again = build_zoo(path, NANO_HUB, seed=0, workers=1)
     assert all(r.reused for r in again.candidates)
     assert [r.content_hash for r in again.candidates] == [
         r.content_hash for r in manifest.candidates]

@@ -11,24 +11,14 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("rdata")
 
-from hub_fixtures import write_all  # noqa: E402
+from hub_fixtures import NANO_HUB, write_all  # noqa: E402
 from lensllm.core.formats import load_curves  # noqa: E402
 from lensllm.errors import InputError  # noqa: E402
 from lensllm.run.store import Store  # noqa: E402
 from lensllm.run.suite import SuiteSettings, build_suite  # noqa: E402
 from lensllm.zoo import debian  # noqa: E402
-from lensllm.zoo.build import CandidateSpec, ZooRecipe  # noqa: E402
 
 pytestmark = pytest.mark.torch
-
-NANO_HUB = ZooRecipe(
-    size="nano-hub", vocab_size=400, seq_len=32, batch_size=4, heldout_every=8,
-    heldout_blocks=4, corpus_chars=20_000,
-    candidates=(CandidateSpec(n_embd=16, n_layer=1, n_head=2, pretrain_steps=4,
-                              corpus=("web",)),
-                CandidateSpec(n_embd=24, n_layer=2, n_head=2, pretrain_steps=2,
-                              corpus=("austen", "gcide"))))
-
 
 def _settings(tmp_path: Path, **changes) -> SuiteSettings:
     base = dict(cache_dir=tmp_path / "cache", suite_dir=tmp_path / "runs",
