@@ -17,7 +17,11 @@ with the lowest overall; else the best worst cell), in-sample and leave-one-task
 * ``gamma+start``: scores ``|e| / (h**gamma 2**(delta h))`` -- a back-test h doublings
   long also starts h doublings earlier, where the curves are harder to extrapolate;
 * ``longest``: only the longest back-test, width ``q (H / h_max)**gamma``;
-* ``gamma x m``: the shipped scores with the width times m (a level correction).
+* ``gamma x m``: the shipped scores with the width times m (a level correction);
+* ``fitted growth``: each cell's own growth exponent g, the slope of log q(h) on log h
+  (q(h): the 90 % conformal quantile of the back-tests h doublings long), at least
+  ``floor``; width ``q(h_max) (H / h_max)**g`` -- the growth measured per task instead
+  of one gamma for all.
 
 Usage: python benchmarks/tune_intervals.py [--method lensllm] [--suite lin2024]
        [--alternatives]
@@ -68,6 +72,12 @@ def _width(kind: str, cell: dict, a: float, b: float) -> float:
     if kind == "longest":
         longest = np.abs(cell["bt"][hs[-1]])
         return b * conformal_quantile(longest, 0.9) * (cell["H"] / hs[-1]) ** a
+    if kind == "fitted growth":
+        if len(hs) < 2:
+            return math.nan
+        q = np.array([conformal_quantile(np.abs(cell["bt"][h]), 0.9) for h in hs])
+        growth = max(a, float(np.polyfit(np.log(hs), np.log(q), 1)[0]))
+        return b * q[-1] * (cell["H"] / hs[-1]) ** growth
     delta, mult = (b, 1.0) if kind == "gamma+start" else (0.0, b)
     scores = np.concatenate([np.abs(cell["bt"][h]) / (h**a * 2 ** (delta * h)) for h in hs])
     return mult * conformal_quantile(scores, 0.9) * cell["H"] ** a
@@ -80,6 +90,7 @@ FAMILIES: dict[str, tuple[Sequence[float], Sequence[float]]] = {
     "longest": (tuple(round(0.5 + 0.1 * k, 1) for k in range(26)), (1.0,)),
     "gamma x m": (tuple(round(0.5 + 0.1 * k, 1) for k in range(26)),
                   tuple(round(0.5 + 0.05 * k, 2) for k in range(31))),
+    "fitted growth": (tuple(round(0.1 * k, 1) for k in range(31)), (1.0,)),
 }
 
 
