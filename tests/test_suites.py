@@ -72,8 +72,8 @@ def test_every_bench_mode_on_a_suite_folder(tmp_path: Path, capsys) -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--suite", "nowhere"], "unknown suite 'nowhere': choose lin2024 or zoo, or a folder "
-                             "with a suite.json"),
+    (["--suite", "nowhere"], "unknown suite 'nowhere': choose lin2024, zoo or zoo-uncapped, "
+                             "or a folder with a suite.json"),
     (["--suite", "SUITE", "--tasks", "verse"], "suite 'SUITE' has no task 'verse'; choose "
                                                "from prose, pairs"),
     (["--suite", "NOTOKENS", "--adaptive"], "--adaptive needs tokens per example, which "
@@ -94,11 +94,13 @@ def test_bad_suites(tmp_path: Path, capsys, args: list[str], message: str) -> No
 def test_zoo_suite_not_built_yet_says_how(monkeypatch, tmp_path: Path) -> None:
     import lensllm.core.suites as suites
 
-    monkeypatch.setattr(suites, "_zoo_folder", lambda: tmp_path / "missing")
-    with pytest.raises(InputError) as caught:
-        load_suite("zoo")
-    assert str(caught.value) == ("the zoo suite is not in this lensllm (no data/suites/zoo/"
-                                 "suite.json); build it with `lensllm suite build`")
+    monkeypatch.setattr(suites, "_packaged_folder", lambda name: tmp_path / "missing")
+    for name in ("zoo", "zoo-uncapped"):
+        with pytest.raises(InputError) as caught:
+            load_suite(name)
+        assert str(caught.value) == (
+            f"the {name} suite is not in this lensllm (no data/suites/{name}/suite.json); "
+            "build it with `lensllm suite build` (README: the zoo suite)")
 
 
 def test_suite_build_cli_rejects_an_unknown_task_before_building(tmp_path: Path,

@@ -121,15 +121,15 @@ def test_hessian_section_reads_the_runs_and_reports_what_is_odd(report):
 
 def test_default_suite_and_bad_folders(zoo_study, report, monkeypatch, capsys, tmp_path):
     folder, _ = report
-    monkeypatch.setattr(suites, "_zoo_folder", lambda: folder)
+    monkeypatch.setattr(suites, "_packaged_folder", lambda name: folder)
     assert zoo_study.main(["--tasks", "prose", "--skip-selection"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"# Zoo study: {folder}") and "## 2." not in out
     assert "| pairs |" not in out
     assert zoo_study.main([str(tmp_path / "nowhere")]) == 2
     assert capsys.readouterr().err == (f"error: unknown suite '{tmp_path / 'nowhere'}': "
-                                       "choose lin2024 or zoo, or a folder with a "
-                                       "suite.json\n")
+                                       "choose lin2024, zoo or zoo-uncapped, or a "
+                                       "folder with a suite.json\n")
     assert zoo_study.main(["lin2024", "--skip-selection"]) == 2
     assert capsys.readouterr().err == ("error: suite 'lin2024' has no runs to study; give "
                                        "a suite folder\n")

@@ -6,6 +6,9 @@ size, the budgets of its protocol and the tokens per example of its tasks.
 * ``zoo``: the suite ``lensllm suite build`` measures on the hub zoo, shipped as
   package data in ``lensllm/data/suites/zoo/`` (``suite.json`` + one curve file per
   task), target and budgets as recorded there (target/8 ... target/64).
+* ``zoo-uncapped``: the same build on one task (``wordnet-gloss``) without the zoo
+  suite's cap of 256 fine-tuning steps (every run trains its 3 epochs), in
+  ``lensllm/data/suites/zoo-uncapped/``: whether the cap decides what the zoo shows.
 * any folder laid out like the zoo suite (a ``suite.json`` beside ``<task>.json``).
 """
 
@@ -22,7 +25,9 @@ from lensllm.core.curves import CurveSet
 from lensllm.core.formats import load_curves
 from lensllm.errors import InputError
 
-SUITES = ("lin2024", "zoo")
+#: the packaged suites: name -> folder under lensllm/data/suites (lin2024 is built in)
+PACKAGED_SUITES = {"zoo": "zoo", "zoo-uncapped": "zoo-uncapped"}
+SUITES = ("lin2024", *PACKAGED_SUITES)
 DEFAULT_SUITE = "lin2024"
 
 
@@ -40,8 +45,9 @@ class Suite:
     folder: Path | None = None
 
 
-def _zoo_folder() -> Path:
-    return Path(str(resources.files("lensllm").joinpath("data/suites/zoo")))
+def _packaged_folder(name: str) -> Path:
+    return Path(str(resources.files("lensllm").joinpath(
+        f"data/suites/{PACKAGED_SUITES[name]}")))
 
 
 def load_suite(name: str = DEFAULT_SUITE, tasks: Sequence[str] | None = None) -> Suite:
@@ -51,14 +57,16 @@ def load_suite(name: str = DEFAULT_SUITE, tasks: Sequence[str] | None = None) ->
         names = list(tasks) if tasks else list(benchmark.TASKS)
         return Suite(name, [benchmark.load_benchmark(t) for t in names], benchmark.BUDGETS,
                      benchmark.TARGET, dict(benchmark.TOKENS_PER_EXAMPLE))
-    folder = _zoo_folder() if name == "zoo" else Path(name)
+    packaged = name in PACKAGED_SUITES
+    folder = _packaged_folder(name) if packaged else Path(name)
     index = folder / "suite.json"
     if not index.is_file():
-        if name == "zoo":
-            raise InputError("the zoo suite is not in this lensllm (no data/suites/zoo/"
-                             "suite.json); build it with `lensllm suite build`")
-        raise InputError(f"unknown suite {name!r}: choose {' or '.join(SUITES)}, or a folder "
-                         "with a suite.json")
+        if packaged:
+            raise InputError(f"the {name} suite is not in this lensllm (no data/suites/"
+                             f"{PACKAGED_SUITES[name]}/suite.json); build it with "
+                             "`lensllm suite build` (README: the zoo suite)")
+        raise InputError(f"unknown suite {name!r}: choose {', '.join(SUITES[:-1])} or "
+                         f"{SUITES[-1]}, or a folder with a suite.json")
     try:
         meta = json.loads(index.read_text("utf-8"))
         target, budgets, recorded = int(meta["target"]), meta["budgets"], meta["tasks"]
