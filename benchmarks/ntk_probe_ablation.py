@@ -65,7 +65,7 @@ from scipy.stats import spearmanr
 from lensllm.core.curves import Curve
 from lensllm.core.laws import ntk_term
 from lensllm.core.selectors.lawfit import RectifiedFit
-from lensllm.core.suites import _zoo_folder, load_suite
+from lensllm.core.suites import load_suite
 from lensllm.errors import InputError
 from lensllm.fileio import atomic_write_text, canonical_json
 
@@ -214,8 +214,10 @@ def _suite_default(name: str) -> Any:
 def resolve_inputs(args: argparse.Namespace) -> tuple[dict[str, Any], list[TaskInputs],
                                                       dict[str, str]]:
     """The suite's index, its tasks' inputs and the candidates' checkpoint paths."""
-    folder = _zoo_folder() if args.suite == "zoo" else Path(args.suite)
     suite = load_suite(args.suite, tasks=args.tasks.split(",") if args.tasks else None)
+    if suite.folder is None:
+        raise InputError(f"suite {args.suite!r} has no runs to probe; give a suite folder")
+    folder = suite.folder
     meta = json.loads((folder / "suite.json").read_text("utf-8"))
     task_files = _pairs(args.task_file, "--task-file")
     paths = _pairs(args.model, "--model")
