@@ -1,6 +1,6 @@
 """The suites shipped as package data: what they hold, and the README's figures.
 
-``zoo`` (4 tasks, step cap 256) and ``zoo-uncapped`` (wordnet-gloss, no cap) were
+``zoo`` (4 tasks, step cap 256) and ``zoo-uncapped`` (wordnet-gloss, foldoc; no cap) were
 made by ``lensllm suite build`` from the same cached candidates; their runs up to 512
 examples never reached the cap, so they must agree there exactly.
 """
@@ -20,7 +20,7 @@ GRID = [16, 32, 64, 128, 256, 512, 1024, 2048]
 
 
 @pytest.mark.parametrize("name, tasks", [("zoo", ZOO_TASKS),
-                                         ("zoo-uncapped", ["wordnet-gloss"])])
+                                         ("zoo-uncapped", ["wordnet-gloss", "foldoc"])])
 def test_packaged_suite_holds_eight_candidates_with_spectra(name: str, tasks) -> None:
     suite = load_suite(name)
     assert suite.target == 4096 and sorted(suite.budgets) == [64, 128, 256, 512]
@@ -34,9 +34,10 @@ def test_packaged_suite_holds_eight_candidates_with_spectra(name: str, tasks) ->
         assert suite.tokens_per_example[curves.task] > 0
 
 
-def test_uncapped_runs_repeat_the_capped_suite_below_the_cap() -> None:
-    capped = load_suite("zoo", ["wordnet-gloss"]).curve_sets[0]
-    uncapped = load_suite("zoo-uncapped").curve_sets[0]
+@pytest.mark.parametrize("task", ["wordnet-gloss", "foldoc"])
+def test_uncapped_runs_repeat_the_capped_suite_below_the_cap(task: str) -> None:
+    capped = load_suite("zoo", [task]).curve_sets[0]
+    uncapped = load_suite("zoo-uncapped", [task]).curve_sets[0]
     assert sorted(capped.models) == sorted(uncapped.models)
     for model in capped.models:
         assert uncapped[model].zero_shot == pytest.approx(capped[model].zero_shot, rel=1e-9)

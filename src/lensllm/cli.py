@@ -92,7 +92,7 @@ def _print_evaluation(evaluation, fmt: str, plots: Path | None) -> None:
 @app.command()
 @click.option("--suite", default="lin2024", show_default=True,
               help="lin2024 (Lin et al.'s 30 LLMs x 3 tasks), zoo (curves lensllm measured "
-                   "on its hub zoo), zoo-uncapped (one zoo task without the step cap) "
+                   "on its hub zoo), zoo-uncapped (two zoo tasks without the step cap) "
                    "or a suite folder.")
 @click.option("--tasks", default=None,
               help="Comma-separated tasks of the suite (default: all; lin2024: "

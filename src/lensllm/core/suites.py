@@ -6,8 +6,8 @@ size, the budgets of its protocol and the tokens per example of its tasks.
 * ``zoo``: the suite ``lensllm suite build`` measures on the hub zoo, shipped as
   package data in ``lensllm/data/suites/zoo/`` (``suite.json`` + one curve file per
   task), target and budgets as recorded there (target/8 ... target/64).
-* ``zoo-uncapped``: the same build on one task (``wordnet-gloss``) without the zoo
-  suite's cap of 256 fine-tuning steps (every run trains its 3 epochs), in
+* ``zoo-uncapped``: the same build on two tasks (``wordnet-gloss``, ``foldoc``) without
+  the zoo suite's cap of 256 fine-tuning steps (every run trains its 3 epochs), in
   ``lensllm/data/suites/zoo-uncapped/``: whether the cap decides what the zoo shows.
 * any folder laid out like the zoo suite (a ``suite.json`` beside ``<task>.json``).
 """
