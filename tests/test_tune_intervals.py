@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "tune_intervals.py"
+from benchmark_scripts import load_script
 
-
-def _script():
-    spec = importlib.util.spec_from_file_location("tune_intervals", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+TUNE = load_script("tune_intervals")
 
 
 def _cell(growth: float) -> dict:
@@ -30,17 +23,15 @@ def _cell(growth: float) -> dict:
                                                  (0.4, 0.5, 0.5)])
 def test_fitted_growth_extrapolates_the_longest_back_test_at_its_own_slope(
         growth: float, floor: float, used: float) -> None:
-    tune = _script()
     cell = _cell(growth)
     q_longest = 0.01 * 4**growth
-    width = tune._width("fitted growth", cell, floor, 1.0)
+    width = TUNE._width("fitted growth", cell, floor, 1.0)
     assert width == pytest.approx(q_longest * (6.0 / 4) ** used, rel=1e-9)
     # with the floor binding, it is the "longest" calibration with that exponent
     if floor > growth:
-        assert width == pytest.approx(tune._width("longest", cell, floor, 1.0), rel=1e-9)
+        assert width == pytest.approx(TUNE._width("longest", cell, floor, 1.0), rel=1e-9)
 
 
 def test_fitted_growth_needs_two_back_test_lengths() -> None:
-    tune = _script()
     cell = {"H": 5.0, "e": np.zeros(1), "bt": {1: np.full(9, 0.01)}}
-    assert math.isnan(tune._width("fitted growth", cell, 1.0, 1.0))
+    assert math.isnan(TUNE._width("fitted growth", cell, 1.0, 1.0))

@@ -3,28 +3,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
+from benchmark_scripts import load_script
 from lensllm.cli import main as cli_main
 from lensllm.core import suites
 from study_suite import write_study_suite
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "zoo_study.py"
-
 
 @pytest.fixture(scope="module")
 def zoo_study():
-    spec = importlib.util.spec_from_file_location("zoo_study", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["zoo_study"] = module  # its dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_script("zoo_study")
 
 
 @pytest.fixture(scope="module")
