@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
+from benchmark_scripts import load_script
 from lensllm.core.benchmark import BUDGETS, TARGET, load_benchmark
 from lensllm.core.evaluation import evaluate
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "selection_ceiling.py"
 METHODS = ["subset-loss", "vanilla", "rectified", "ats"]
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("selection_ceiling", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+CEILING = load_script("selection_ceiling")
 
 
 def test_ceiling_is_the_best_method_per_cell_as_evaluate_scores_them() -> None:
-    rows = _script().ceiling_rows("lin2024", noise=0.0, methods=METHODS)
+    rows, skipped = CEILING.ceiling_rows("lin2024", noise=0.0, methods=METHODS)
+    assert skipped == []
     flan = [r for r in rows if r["task"] == "flan"]
     assert [r["budget"] for r in flan] == list(BUDGETS)  # every ratio, largest first
     assert {r["variant"] for r in rows} == {"in-sample"}
@@ -36,8 +30,15 @@ def test_ceiling_is_the_best_method_per_cell_as_evaluate_scores_them() -> None:
 
 
 def test_noise_rows_average_each_seeds_best() -> None:
-    rows = _script().ceiling_rows("lin2024", noise=0.02, seeds=2, methods=["ats", "vanilla"])
+    rows, _ = CEILING.ceiling_rows("lin2024", noise=0.02, seeds=2, methods=["ats", "vanilla"])
     noisy = [r for r in rows if r["variant"] == "noise 2 %"]
     assert len(noisy) == 21
     for row in noisy:
         assert row["ceiling"] >= max(row["by_method"].values()) - 1e-9
+
+
+def test_a_method_the_suite_cannot_serve_is_left_out_with_its_own_reason() -> None:
+    rows, skipped = CEILING.ceiling_rows("lin2024", noise=0.0, methods=["ats", "nlpmetrics"])
+    assert len(skipped) == 1 and skipped[0].startswith(
+        "skipped nlpmetrics: flan: model 'MBZUAI/LaMini-GPT-124M' has no pl_alpha measurement")
+    assert all(list(r["by_method"]) == ["ats"] for r in rows)

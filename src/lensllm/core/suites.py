@@ -25,8 +25,9 @@ from lensllm.core.curves import CurveSet
 from lensllm.core.formats import load_curves
 from lensllm.errors import InputError
 
-#: the packaged suites: name -> folder under lensllm/data/suites (lin2024 is built in)
-PACKAGED_SUITES = {"zoo": "zoo", "zoo-uncapped": "zoo-uncapped"}
+#: the suites shipped as folders of the same name under lensllm/data/suites (lin2024
+#: is the bundled table)
+PACKAGED_SUITES = ("zoo", "zoo-uncapped")
 SUITES = ("lin2024", *PACKAGED_SUITES)
 DEFAULT_SUITE = "lin2024"
 
@@ -46,8 +47,7 @@ class Suite:
 
 
 def _packaged_folder(name: str) -> Path:
-    return Path(str(resources.files("lensllm").joinpath(
-        f"data/suites/{PACKAGED_SUITES[name]}")))
+    return Path(str(resources.files("lensllm").joinpath(f"data/suites/{name}")))
 
 
 def load_suite(name: str = DEFAULT_SUITE, tasks: Sequence[str] | None = None) -> Suite:
@@ -63,8 +63,8 @@ def load_suite(name: str = DEFAULT_SUITE, tasks: Sequence[str] | None = None) ->
     if not index.is_file():
         if packaged:
             raise InputError(f"the {name} suite is not in this lensllm (no data/suites/"
-                             f"{PACKAGED_SUITES[name]}/suite.json); build it with "
-                             "`lensllm suite build` (README: the zoo suite)")
+                             f"{name}/suite.json); build it with `lensllm suite build` "
+                             "(README: the zoo suite)")
         raise InputError(f"unknown suite {name!r}: choose {', '.join(SUITES[:-1])} or "
                          f"{SUITES[-1]}, or a folder with a suite.json")
     try:

@@ -1,6 +1,6 @@
 """The language-model head and its cross-entropy in one pass over row chunks.
 
-Pretraining a tiny model on CPU spends a third of each step moving the logits
+Pretraining a tiny model on CPU spends much of each step moving the logits
 (tokens x vocabulary floats, tens of MB) through memory: the head's matmul writes
 them, log-softmax reads and writes them, and the backward pass does both again.
 :class:`LinearCrossEntropy` computes the loss *and* both gradients chunk by chunk in

@@ -9,7 +9,7 @@ Each step's loss comes from the final hidden states through
 :func:`lensllm.zoo.fused_loss.linear_cross_entropy` (the tied head and its
 cross-entropy chunk by chunk, in cache) with the blocks' tanh-GELU as torch's one
 kernel: the same function as the saved config's ``gelu_new`` and the model's own
-loss, a third less time per step on CPU (``benchmarks/pretrain_step.py``).
+loss, in less time per step on CPU (``benchmarks/pretrain_step.py`` measures both).
 
 The loop is not :func:`lensllm.hf.train.run_finetune`'s, on purpose: that one
 fine-tunes a loaded checkpoint on a task's splits with early stopping, FLOPs
