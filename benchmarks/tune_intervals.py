@@ -21,7 +21,12 @@ with the lowest overall; else the best worst cell), in-sample and leave-one-task
 * ``fitted growth``: each cell's own growth exponent g, the slope of log q(h) on log h
   (q(h): the 90 % conformal quantile of the back-tests h doublings long), at least
   ``floor``; width ``q(h_max) (H / h_max)**g`` -- the growth measured per task instead
-  of one gamma for all.
+  of one gamma for all;
+* ``method spread``: no back-tests -- the disagreement of the law fits themselves: per
+  candidate, the range ``s`` of the log losses predicted at the target by every
+  registered method that extrapolates a fitted law (vanilla, rectified, ats, lensllm,
+  lensllm-paper; one that cannot serve a cell is left out there), width
+  ``a s (H / 3)**b`` (3: the horizon of the largest protocol budget, target/8).
 
 Usage: python benchmarks/tune_intervals.py [--method lensllm] [--suite lin2024]
        [--alternatives]
@@ -41,6 +46,7 @@ from lensllm.core.selectors import make_selector
 from lensllm.core.suites import load_suite
 from lensllm.core.tuning import GAMMAS, choose_gamma, coverage_table
 from lensllm.core.uncertainty import conformal_models, conformal_quantile
+from lensllm.errors import InputError
 
 
 def back_test_errors(tasks: Sequence[CurveSet], target: int, budgets: Sequence[int],
@@ -62,10 +68,33 @@ def back_test_errors(tasks: Sequence[CurveSet], target: int, budgets: Sequence[i
     for cell, (task, _, _), sel in zip(cells, requests, selector.select_many(requests),
                                        strict=True):
         cell["e"] = np.log(sel.predicted) - np.log(task.losses_at(target, ""))
+    for cell, request in zip(cells, requests, strict=True):
+        cell["spread"] = law_spread(request)
     return cells
 
 
-def _width(kind: str, cell: dict, a: float, b: float) -> float:
+#: the registered methods that extrapolate a fitted law (the ``method spread`` family)
+LAW_METHODS = ("vanilla", "rectified", "ats", "lensllm", "lensllm-paper")
+
+
+def law_spread(request: tuple[CurveSet, int, int]) -> np.ndarray:
+    """Per candidate: max - min of the log losses the law methods predict at the target
+    (the methods that cannot serve the request are left out)."""
+    predictions = []
+    for method in LAW_METHODS:
+        try:
+            predictions.append(np.log(make_selector(method).select(*request).predicted))
+        except InputError:
+            continue
+    if len(predictions) < 2:
+        return np.full(len(request[0]), np.nan)
+    stacked = np.array(predictions)
+    return stacked.max(axis=0) - stacked.min(axis=0)
+
+
+def _width(kind: str, cell: dict, a: float, b: float) -> float | np.ndarray:
+    if kind == "method spread":
+        return a * cell["spread"] * (cell["H"] / 3) ** b
     hs = sorted(cell["bt"])
     if not hs:
         return math.nan
@@ -91,6 +120,8 @@ FAMILIES: dict[str, tuple[Sequence[float], Sequence[float]]] = {
     "gamma x m": (tuple(round(0.5 + 0.1 * k, 1) for k in range(26)),
                   tuple(round(0.5 + 0.05 * k, 2) for k in range(31))),
     "fitted growth": (tuple(round(0.1 * k, 1) for k in range(31)), (1.0,)),
+    "method spread": (tuple(round(0.05 * k, 2) for k in range(1, 81)),
+                      tuple(round(0.1 * k, 1) for k in range(26))),
 }
 
 
