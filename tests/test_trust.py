@@ -61,8 +61,9 @@ def test_evaluate_defaults_adapt_to_a_file_without_sizes_column(tmp_path, capsys
     code, out, err = _cli(capsys, "evaluate", str(path), "--target", "3200", "--format",
                           "json")
     assert code == 0, err
-    assert err == ("note: skipped model-size: 'a' has no parameter count (column 'size' in "
-                   "wide files, 'params' in long files)\n")
+    assert err == ("note: skipped model-size: mine: model 'a' has no parameter count; the "
+                   "model-size method needs it (column 'size' in wide files, 'params' in "
+                   "long files)\n")
     cells = json.loads(out)
     # budgets from the file's own sizes: target/2, /4, /8 leave every model 3 sizes
     assert sorted({c["budget"] for c in cells}) == [400, 800, 1600]
@@ -75,8 +76,9 @@ def test_given_budgets_still_skip_default_methods_the_file_cannot_serve(tmp_path
     code, out, err = _cli(capsys, "evaluate", str(path), "--target", "3200", "--budgets",
                           "800,400", "--format", "json")
     assert code == 0, err
-    assert err == ("note: skipped model-size: 'a' has no parameter count (column 'size' in "
-                   "wide files, 'params' in long files)\n")
+    assert err == ("note: skipped model-size: mine: model 'a' has no parameter count; the "
+                   "model-size method needs it (column 'size' in wide files, 'params' in "
+                   "long files)\n")
     assert sorted({c["budget"] for c in json.loads(out)}) == [400, 800]
 
 
@@ -335,3 +337,16 @@ def test_y_labels_are_plain_numbers_over_any_range(losses):
     boxes = sorted((t.get_window_extent(canvas.get_renderer()) for t in labels),
                    key=lambda b: b.y0)
     assert all(a.y1 <= b.y0 for a, b in itertools.pairwise(boxes))
+
+
+def test_default_methods_are_kept_by_the_selectors_own_input_checks() -> None:
+    from lensllm.core.benchmark import BUDGETS, load_benchmark
+    from lensllm.core.evaluation import usable_methods
+
+    # nlpmetrics needs weight-spectrum metrics the benchmark does not carry: the note is
+    # the selector's own error, so a subclass's extra check is never missed
+    kept, notes = usable_methods([load_benchmark("flan")], ["ats", "nlpmetrics"], BUDGETS)
+    assert [s.label for s in kept] == ["ats"]
+    assert len(notes) == 1
+    assert notes[0].startswith("skipped nlpmetrics: flan: model 'MBZUAI/LaMini-GPT-124M' "
+                               "has no pl_alpha measurement")

@@ -177,27 +177,16 @@ def default_budgets(target: int, ratios: Sequence[int] = DEFAULT_RATIOS,
 def usable_methods(tasks: Sequence[CurveSet], methods: Sequence[str | Selector],
                    budgets: Sequence[int]) -> tuple[list[Selector], list[str]]:
     """The methods whose needs every curve meets at every budget, and one note per method
-    left out (a file without parameter counts cannot rank by model size)."""
+    left out, in the selector's own words (a file without parameter counts cannot rank
+    by model size)."""
     kept, notes = [], []
     for method in methods:
         selector = make_selector(method)
-        reason = None
-        for task in tasks:
-            for curve in task:
-                if selector.needs_zero_shot and curve.zero_shot is None:
-                    reason = f"{curve.model!r} has no zero-shot loss (size 0)"
-                elif selector.needs_params and curve.params is None:
-                    reason = (f"{curve.model!r} has no parameter count (column 'size' in "
-                              "wide files, 'params' in long files)")
-                elif len(curve.within(min(budgets))) < selector.required_sizes:
-                    reason = (f"{curve.model!r} has fewer than {selector.required_sizes} "
-                              f"sizes <= {min(budgets):,}")
-                if reason:
-                    break
-            if reason:
-                break
-        if reason:
-            notes.append(f"skipped {selector.label}: {reason}")
+        try:
+            for task in tasks:
+                selector.check_curves(task, min(budgets))
+        except InputError as error:
+            notes.append(f"skipped {selector.label}: {error}")
         else:
             kept.append(selector)
     return kept, notes

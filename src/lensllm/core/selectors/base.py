@@ -210,11 +210,8 @@ class Selector(ABC):
         visible = []
         for curves, budget, target in requests:
             check_budget(budget, target)
-            self._check_count(curves)
-            seen = curves.within(budget)
-            for curve in seen:
-                self._check_curve(curve, budget, curves.task)
-            visible.append((seen, budget, target))
+            self.check_curves(curves, budget)
+            visible.append((curves.within(budget), budget, target))
         selections = self._select_many(visible)
         for selection, (seen, _, _) in zip(selections, visible, strict=True):
             selection.higher_is_better = self.higher_is_better
@@ -223,6 +220,13 @@ class Selector(ABC):
         if uncertainty:
             self._add_uncertainty(visible, selections, level)
         return selections
+
+    def check_curves(self, curves: CurveSet, budget: int) -> None:
+        """Raise :class:`InputError`, saying what is missing, unless this selector can
+        rank ``curves`` from the sizes up to ``budget``."""
+        self._check_count(curves)
+        for curve in curves.within(budget):
+            self._check_curve(curve, budget, curves.task)
 
     def _add_uncertainty(self, requests: list[tuple[CurveSet, int, int]],
                          selections: list[Selection], level: float) -> None:
