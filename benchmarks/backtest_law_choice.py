@@ -38,28 +38,11 @@ from lensllm.core.robustness import (
     build_variants,
     summarise,
 )
-from lensllm.core.selectors import Selection, make_selector
-from lensllm.errors import InputError
-from tune_intervals import LAW_METHODS
+from lensllm.core.selectors import Selection
+from tune_intervals import LAW_METHODS, served_selections
 
 CRITERIA = ("pear", "rank", "cmse")
 BACK_TESTS = (1, 2)  # doublings
-
-
-def _selections(method: str, requests: list[tuple[CurveSet, int, int]]
-                ) -> list[Selection | None]:
-    """``method`` on every request; None where it cannot serve one."""
-    selector = make_selector(method)
-    try:
-        return list(selector.select_many(requests))
-    except InputError:
-        out: list[Selection | None] = []
-        for request in requests:
-            try:
-                out.append(selector.select(*request))
-            except InputError:
-                out.append(None)
-        return out
 
 
 def criterion(kind: str, predicted: np.ndarray, measured: np.ndarray) -> float:
@@ -87,7 +70,7 @@ def back_test_scores(method: str, cells: Sequence[tuple[CurveSet, int]]
                 requests.append((seen, pseudo, budget))
                 owners.append(i)
     per_cell: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for (seen, _, budget), i, sel in zip(requests, owners, _selections(method, requests),
+    for (seen, _, budget), i, sel in zip(requests, owners, served_selections(method, requests),
                                          strict=True):
         measured = seen.losses_at(budget, "the back-test scores against it")
         for kind in CRITERIA:
@@ -104,7 +87,7 @@ def law_choice_cells(variants: Sequence[Variant], methods: Sequence[str] = LAW_M
     cells = [(variant.name, case, budget) for variant in variants for case in variant.cases
              for budget in case.budgets]
     requests = [(case.curves, budget, case.target) for _, case, budget in cells]
-    chosen = {m: _selections(m, requests) for m in methods}
+    chosen = {m: served_selections(m, requests) for m in methods}
     scores = {m: back_test_scores(m, [(case.curves, b) for _, case, b in cells])
               for m in methods}
     out, picks = [], defaultdict(Counter)

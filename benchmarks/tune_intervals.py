@@ -42,7 +42,7 @@ import numpy as np
 
 from lensllm.core.benchmark import ratio_label
 from lensllm.core.curves import CurveSet
-from lensllm.core.selectors import make_selector
+from lensllm.core.selectors import Selection, make_selector
 from lensllm.core.suites import load_suite
 from lensllm.core.tuning import GAMMAS, choose_gamma, coverage_table
 from lensllm.core.uncertainty import conformal_models, conformal_quantile
@@ -68,8 +68,8 @@ def back_test_errors(tasks: Sequence[CurveSet], target: int, budgets: Sequence[i
     for cell, (task, _, _), sel in zip(cells, requests, selector.select_many(requests),
                                        strict=True):
         cell["e"] = np.log(sel.predicted) - np.log(task.losses_at(target, ""))
-    for cell, request in zip(cells, requests, strict=True):
-        cell["spread"] = law_spread(request)
+    for cell, spread in zip(cells, law_spreads(requests), strict=True):
+        cell["spread"] = spread
     return cells
 
 
@@ -77,19 +77,35 @@ def back_test_errors(tasks: Sequence[CurveSet], target: int, budgets: Sequence[i
 LAW_METHODS = ("vanilla", "rectified", "ats", "lensllm", "lensllm-paper")
 
 
-def law_spread(request: tuple[CurveSet, int, int]) -> np.ndarray:
-    """Per candidate: max - min of the log losses the law methods predict at the target
-    (the methods that cannot serve the request are left out)."""
-    predictions = []
-    for method in LAW_METHODS:
-        try:
-            predictions.append(np.log(make_selector(method).select(*request).predicted))
-        except InputError:
+def served_selections(method: str, requests: Sequence[tuple[CurveSet, int, int]]
+                      ) -> list[Selection | None]:
+    """``method`` on every request in one batch; None where it cannot serve one."""
+    selector = make_selector(method)
+    try:
+        return list(selector.select_many(list(requests)))
+    except InputError:
+        out: list[Selection | None] = []
+        for request in requests:
+            try:
+                out.append(selector.select(*request))
+            except InputError:
+                out.append(None)
+        return out
+
+
+def law_spreads(requests: Sequence[tuple[CurveSet, int, int]]) -> list[np.ndarray]:
+    """Per request and candidate: max - min of the log losses the law methods predict
+    at the target (the methods that cannot serve a request are left out of it)."""
+    served = [served_selections(m, requests) for m in LAW_METHODS]
+    out = []
+    for i, (curves, _, _) in enumerate(requests):
+        predictions = [np.log(s[i].predicted) for s in served if s[i] is not None]
+        if len(predictions) < 2:
+            out.append(np.full(len(curves), np.nan))
             continue
-    if len(predictions) < 2:
-        return np.full(len(request[0]), np.nan)
-    stacked = np.array(predictions)
-    return stacked.max(axis=0) - stacked.min(axis=0)
+        stacked = np.array(predictions)
+        out.append(stacked.max(axis=0) - stacked.min(axis=0))
+    return out
 
 
 def _width(kind: str, cell: dict, a: float, b: float) -> float | np.ndarray:

@@ -43,7 +43,7 @@ def test_method_spread_is_the_range_of_the_law_fits_scaled_by_the_horizon() -> N
 
     curves = load_benchmark("gigaword")
     request = (curves, TARGET // 64, TARGET)
-    spread = TUNE.law_spread(request)
+    spread = TUNE.law_spreads([request])[0]
     logs = np.array([np.log(make_selector(m).select(*request).predicted)
                      for m in TUNE.LAW_METHODS])
     np.testing.assert_allclose(spread, logs.max(0) - logs.min(0))
@@ -59,9 +59,9 @@ def test_method_spread_leaves_out_a_method_that_cannot_serve_the_cell(
 
     curves = load_benchmark("flan")
     request = (curves, 800, TARGET)
-    expected = TUNE.law_spread(request)
+    expected = TUNE.law_spreads([request])[0]
     # nlpmetrics cannot serve the benchmark (no weight-spectrum metrics): left out
     monkeypatch.setattr(TUNE, "LAW_METHODS", (*TUNE.LAW_METHODS, "nlpmetrics"))
-    np.testing.assert_allclose(TUNE.law_spread(request), expected)
+    np.testing.assert_allclose(TUNE.law_spreads([request])[0], expected)
     # two sizes under the budget: no law method serves it, so there is no spread
-    assert np.all(np.isnan(TUNE.law_spread((curves, 400, TARGET))))
+    assert np.all(np.isnan(TUNE.law_spreads([(curves, 400, TARGET)])[0]))
